@@ -1,0 +1,1 @@
+"""feedsvc: a news-feed microservice, preforked by gunicorn across every core."""

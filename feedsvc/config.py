@@ -1,0 +1,232 @@
+"""Settings: FEED_* environment variables, parsed and validated once at start-up."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+DEFAULT_DATA_DIR = "data"
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+DEFAULT_BIND = "127.0.0.1:8080"
+DEFAULT_LOG_LEVEL = "info"
+# MySQL/MariaDB connection pool, per worker process (SQLite ignores these).
+DEFAULT_DB_POOL_SIZE = 5
+DEFAULT_DB_MAX_OVERFLOW = 5
+DEFAULT_DB_POOL_TIMEOUT_S = 2.0
+DEFAULT_DB_POOL_RECYCLE_S = 1800
+# A stopped server is refused at once; a frozen or unreachable one costs at most these seconds
+# before the request becomes a 503 (whole seconds: the MySQL client counts no finer).
+DEFAULT_DB_CONNECT_TIMEOUT_S = 1
+DEFAULT_DB_READ_TIMEOUT_S = 2
+# Above InnoDB's row-lock wait (1 s, see database.py) so a lock wait ends as a retryable error.
+MIN_DB_READ_TIMEOUT_S = 2
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+DEFAULT_KAFKA_PERF_TOPIC = "feed"
+DEFAULT_KAFKA_EVENTS_TOPIC = "feed.outbound"
+# Kafka's own rule for topic names ("." and ".." are not allowed either).
+KAFKA_TOPIC_NAME = re.compile(r"(?!\.\.?$)[A-Za-z0-9._-]{1,249}")
+_HOST_PORT = re.compile(r"[^\s:,]+:[0-9]{1,5}")
+DEFAULT_SEARCH_INDEX = "feed"
+# Elasticsearch's own rule for index names, minus the rarely wanted characters it also allows.
+SEARCH_INDEX_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,254}")
+
+
+class ConfigError(ValueError):
+    """A FEED_* variable holds a value the service cannot run with; the message names it."""
+
+
+def default_workers() -> int:
+    """Workers that wait on a database: twice the cores plus one, gunicorn's rule of thumb."""
+    return 2 * (os.cpu_count() or 1) + 1
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the service reads from its environment, already validated."""
+
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    database_url: str = ""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    bind: str = DEFAULT_BIND
+    workers: int = field(default_factory=default_workers)
+    log_level: str = DEFAULT_LOG_LEVEL
+    # Kept out of the URL and of repr() so it never reaches a unit file, a command line or a log.
+    database_password: str | None = field(default=None, repr=False)
+    db_pool_size: int = DEFAULT_DB_POOL_SIZE
+    db_max_overflow: int = DEFAULT_DB_MAX_OVERFLOW
+    db_pool_timeout_s: float = DEFAULT_DB_POOL_TIMEOUT_S
+    db_pool_recycle_s: int = DEFAULT_DB_POOL_RECYCLE_S
+    db_connect_timeout_s: int = DEFAULT_DB_CONNECT_TIMEOUT_S
+    db_read_timeout_s: int = DEFAULT_DB_READ_TIMEOUT_S
+    # host:port of Kafka brokers; empty: Kafka is off and none of its code is even imported.
+    kafka_bootstrap: tuple[str, ...] = ()
+    kafka_perf_topic: str = DEFAULT_KAFKA_PERF_TOPIC
+    kafka_events_topic: str = DEFAULT_KAFKA_EVENTS_TOPIC
+    # Elasticsearch nodes; empty means the embedded search of the database.
+    search_urls: tuple[str, ...] = ()
+    search_index: str = DEFAULT_SEARCH_INDEX
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            sqlite_url = f"sqlite:///{self.data_dir.resolve() / 'feed.db'}"
+            object.__setattr__(self, "database_url", sqlite_url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Config:
+        env = _Env(environ)
+        password = env.secret("FEED_DATABASE_PASSWORD", "FEED_DATABASE_PASSWORD_FILE")
+        return cls(
+            data_dir=Path(env.text("FEED_DATA_DIR", DEFAULT_DATA_DIR)),
+            database_url=env.database_url("FEED_DATABASE_URL", has_password=password is not None),
+            database_password=password,
+            db_pool_size=env.integer("FEED_DB_POOL_SIZE", DEFAULT_DB_POOL_SIZE, minimum=1),
+            db_max_overflow=env.integer("FEED_DB_MAX_OVERFLOW", DEFAULT_DB_MAX_OVERFLOW),
+            db_pool_timeout_s=env.number(
+                "FEED_DB_POOL_TIMEOUT", DEFAULT_DB_POOL_TIMEOUT_S, minimum=0.001
+            ),
+            db_pool_recycle_s=env.integer(
+                "FEED_DB_POOL_RECYCLE", DEFAULT_DB_POOL_RECYCLE_S, minimum=1
+            ),
+            db_connect_timeout_s=env.integer(
+                "FEED_DB_CONNECT_TIMEOUT", DEFAULT_DB_CONNECT_TIMEOUT_S, minimum=1
+            ),
+            db_read_timeout_s=env.integer(
+                "FEED_DB_READ_TIMEOUT", DEFAULT_DB_READ_TIMEOUT_S, minimum=MIN_DB_READ_TIMEOUT_S
+            ),
+            max_body_bytes=env.integer("FEED_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1),
+            bind=env.text("FEED_BIND", DEFAULT_BIND),
+            workers=env.integer("FEED_WORKERS", default_workers(), minimum=1),
+            log_level=env.choice("FEED_LOG_LEVEL", DEFAULT_LOG_LEVEL, LOG_LEVELS),
+            kafka_bootstrap=env.host_ports("FEED_KAFKA_BOOTSTRAP"),
+            kafka_perf_topic=env.pattern(
+                "FEED_KAFKA_PERF_TOPIC", DEFAULT_KAFKA_PERF_TOPIC, KAFKA_TOPIC_NAME
+            ),
+            kafka_events_topic=env.pattern(
+                "FEED_KAFKA_EVENTS_TOPIC", DEFAULT_KAFKA_EVENTS_TOPIC, KAFKA_TOPIC_NAME
+            ),
+            search_urls=env.urls("FEED_SEARCH_URL"),
+            search_index=env.pattern("FEED_SEARCH_INDEX", DEFAULT_SEARCH_INDEX, SEARCH_INDEX_NAME),
+        )
+
+
+class _Env:
+    """Typed reads of FEED_* variables that fail with the variable's name."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def text(self, name: str, default: str) -> str:
+        value = self._environ.get(name, "").strip()
+        return value or default
+
+    def integer(self, name: str, default: int, *, minimum: int = 0) -> int:
+        raw = self._environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        if value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        raw = self._environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        if value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+        return value
+
+    def secret(self, name: str, file_name: str) -> str | None:
+        """A secret given directly or, better, in a file that only the service's user can read."""
+        value = self._environ.get(name, "")
+        path = self._environ.get(file_name, "").strip()
+        if value and path:
+            raise ConfigError(f"{name} and {file_name} are both set; give the secret once")
+        if not path:
+            return value or None
+        try:
+            return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{file_name} cannot be read: {error}") from None
+
+    def database_url(self, name: str, *, has_password: bool) -> str:
+        raw = self.text(name, "")
+        if not raw:
+            return raw
+        try:
+            url = make_url(raw)
+        except ArgumentError:
+            # Not echoed: a malformed URL may still hold a password.
+            raise ConfigError(f"{name} is not a database URL (dialect+driver://...)") from None
+        if url.get_backend_name() != "sqlite" and (
+            url.get_backend_name() not in ("mysql", "mariadb") or url.get_driver_name() != "mysqldb"
+        ):
+            raise ConfigError(f"{name} must be sqlite:///PATH or mysql+mysqldb://USER@HOST/DB")
+        if has_password and url.password is not None:
+            raise ConfigError(
+                f"{name} holds a password and FEED_DATABASE_PASSWORD(_FILE) gives one too; keep one"
+            )
+        return raw
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name, default).lower()
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def host_ports(self, name: str) -> tuple[str, ...]:
+        """A comma-separated list of host:port addresses; empty when unset."""
+        raw = self._environ.get(name, "").strip()
+        addresses = tuple(part.strip() for part in raw.split(",") if part.strip())
+        for address in addresses:
+            if not _HOST_PORT.fullmatch(address) or not 0 < int(address.rsplit(":", 1)[1]) < 65536:
+                raise ConfigError(f"{name} must be host:port[,host:port...], got {raw!r}")
+        return addresses
+
+    def urls(self, name: str) -> tuple[str, ...]:
+        """Comma-separated http(s) URLs; errors never echo one, as it may carry a password."""
+        urls = tuple(url.strip() for url in self._environ.get(name, "").split(",") if url.strip())
+        for position, url in enumerate(urls, 1):
+            try:
+                parts = urlsplit(url)
+                valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+                valid = valid and parts.port != 0
+            except ValueError:
+                valid = False
+            if not valid:
+                raise ConfigError(f"{name}: URL {position} is not http(s)://host[:port]")
+        return urls
+
+    def pattern(self, name: str, default: str, pattern: re.Pattern[str]) -> str:
+        value = self.text(name, default)
+        if not pattern.fullmatch(value):
+            raise ConfigError(f"{name} must match {pattern.pattern}, got {value!r}")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self._environ.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false, got {raw!r}")

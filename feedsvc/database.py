@@ -1,0 +1,218 @@
+"""Engines: one per worker process, tuned for the backend behind FEED_DATABASE_URL."""
+
+import functools
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec, TypeVar
+
+import sqlalchemy
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.sql import Executable
+
+from feedsvc.config import Config
+from feedsvc.schema import metadata
+from feedsvc.search import create_search
+
+log = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+WRITE_OPTION = "feed_write"
+# A write that waits this long for a row lock gives up and is retried (InnoDB's default is 50 s);
+# every transaction here takes milliseconds, so a longer wait means something is stuck.
+MYSQL_LOCK_WAIT_TIMEOUT_S = 1
+# Lock conflicts InnoDB resolves by rolling back: deadlock (whole transaction), lock wait timeout.
+MYSQL_LOCK_CONFLICTS = frozenset({1213, 1205})
+CONFLICT_ATTEMPTS = 5
+CONFLICT_BACKOFF_S = 0.01
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def create_engine(config: Config) -> Engine:
+    """Build the engine; call it in the worker, after fork, so no pooled socket is shared."""
+    if config.is_sqlite:
+        return _sqlite_engine(config)
+    return _mysql_engine(config)
+
+
+def connect_url(config: Config) -> URL:
+    """The URL with the password from FEED_DATABASE_PASSWORD(_FILE); its repr masks it."""
+    url = make_url(config.database_url)
+    if config.database_password is None:
+        return url
+    return url.set(password=config.database_password)
+
+
+def retry_lock_conflicts(write: Callable[P, T]) -> Callable[P, T]:
+    """Run a write transaction again when InnoDB rolled it back to break a deadlock or lock wait."""
+
+    @functools.wraps(write)
+    def attempts(*args: P.args, **kwargs: P.kwargs) -> T:
+        for attempt in range(1, CONFLICT_ATTEMPTS):
+            try:
+                return write(*args, **kwargs)
+            except OperationalError as error:
+                if not is_lock_conflict(error):
+                    raise
+                log.info("%s: lock conflict (%s), attempt %d", write.__name__, error.orig, attempt)
+            time.sleep(random.uniform(0, CONFLICT_BACKOFF_S * 2**attempt))
+        return write(*args, **kwargs)
+
+    return attempts
+
+
+def is_lock_conflict(error: OperationalError) -> bool:
+    args = getattr(error.orig, "args", ())
+    return bool(args) and args[0] in MYSQL_LOCK_CONFLICTS
+
+
+def writer(engine: Engine) -> Engine:
+    """The same pool, marked so that its transactions take the write lock up front."""
+    return engine.execution_options(**{WRITE_OPTION: True})
+
+
+class CompiledQuery:
+    """A Core SELECT compiled once for one dialect: its SQL text and parameter order."""
+
+    def __init__(self, engine: Engine, statement: Executable) -> None:
+        compiled = statement.compile(dialect=engine.dialect)
+        self.sql = compiled.string
+        self.names = tuple(compiled.positiontup or ())
+        # Values the dialect adds itself, such as SQLite's OFFSET 0 after a LIMIT.
+        self.defaults = compiled.params
+
+    def values(self, params: Mapping[str, Any]) -> list[Any]:
+        return [params[name] if name in params else self.defaults[name] for name in self.names]
+
+
+class Reader:
+    """Runs compiled reads straight on a pooled DB-API cursor.
+
+    SQLAlchemy's per-execution machinery costs several times the query itself on the hot
+    read paths; the pool (pre-ping, invalidation) and the exception types stay SQLAlchemy's.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._dbapi_error = engine.dialect.loaded_dbapi.Error
+
+    def compile(self, statement: Executable) -> CompiledQuery:
+        return CompiledQuery(self._engine, statement)
+
+    def rows(self, query: CompiledQuery, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        values = query.values(params)
+        try:
+            conn = self._engine.raw_connection()
+        except self._dbapi_error as error:
+            raise DBAPIError.instance(query.sql, values, error, self._dbapi_error) from error
+        try:
+            cursor = conn.cursor()
+            try:
+                cursor.execute(query.sql, values)
+                return cursor.fetchall()
+            finally:
+                cursor.close()
+        except self._dbapi_error as error:
+            if self._engine.dialect.is_disconnect(error, conn.dbapi_connection, None):
+                conn.invalidate(error)
+            raise DBAPIError.instance(query.sql, values, error, self._dbapi_error) from error
+        finally:
+            conn.close()
+
+
+def init_db(config: Config) -> None:
+    """Create the schema and the search structures if missing; safe to run again."""
+    if config.is_sqlite:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(config)
+    try:
+        with engine.begin() as conn:
+            metadata.create_all(conn)
+            _create_missing_indexes(conn)
+        create_search(config, engine).create_schema()
+    finally:
+        engine.dispose()
+
+
+def _create_missing_indexes(conn: Connection) -> None:
+    """Upgrade tables made by an older version: indexes added since are built, data kept."""
+    inspector = sqlalchemy.inspect(conn)
+    for table in metadata.sorted_tables:
+        existing = {index["name"] for index in inspector.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in existing:
+                log.info("creating missing index %s on %s", index.name, table.name)
+                index.create(conn)
+
+
+def _mysql_engine(config: Config) -> Engine:
+    url = connect_url(config)
+    log.info("database %r", url)
+    engine = sqlalchemy.create_engine(
+        url,
+        # Bounded per worker; a checkout that waits longer than pool_timeout becomes a 503.
+        pool_size=config.db_pool_size,
+        max_overflow=config.db_max_overflow,
+        pool_timeout=config.db_pool_timeout_s,
+        # Checked before use and replaced before the server's wait_timeout closes it.
+        pool_pre_ping=True,
+        pool_recycle=config.db_pool_recycle_s,
+        # Each statement sees what was committed before it: a post reaches every friendship
+        # committed before it, and reads take no gap locks that would block befriending.
+        isolation_level="READ COMMITTED",
+        connect_args={
+            "charset": "utf8mb4",
+            "connect_timeout": config.db_connect_timeout_s,
+            "read_timeout": config.db_read_timeout_s,
+            "write_timeout": config.db_read_timeout_s,
+            "init_command": (
+                f"SET SESSION innodb_lock_wait_timeout = {MYSQL_LOCK_WAIT_TIMEOUT_S},"
+                " time_zone = '+00:00'"
+            ),
+        },
+    )
+
+    @event.listens_for(engine, "first_connect")
+    def _check_recycle(dbapi_connection: Any, _record: Any) -> None:
+        # A connection the server closed while idle costs a failed pre-ping; recycle before.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT @@wait_timeout")
+        (wait_timeout,) = cursor.fetchone()
+        cursor.close()
+        if wait_timeout <= config.db_pool_recycle_s:
+            log.warning(
+                "FEED_DB_POOL_RECYCLE=%d s is not below the server's wait_timeout=%d s; lower it",
+                config.db_pool_recycle_s,
+                wait_timeout,
+            )
+
+    return engine
+
+
+def _sqlite_engine(config: Config) -> Engine:
+    engine = sqlalchemy.create_engine(config.database_url)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Transactions are ours to begin (below), not the sqlite3 module's.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: sqlalchemy.Connection) -> None:
+        # A writer locks at BEGIN so concurrent writers queue on busy_timeout instead of
+        # failing on a read-to-write upgrade; readers run each statement on its own.
+        if conn.get_execution_options().get(WRITE_OPTION):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine

@@ -1,0 +1,89 @@
+"""Every error leaves as Falcon's JSON error body, and no internals ever reach a client."""
+
+import logging
+from typing import Any
+
+import falcon
+import orjson
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from feedsvc.feed import SelfFriendship, UnknownParticipant
+from feedsvc.search import SearchUnavailable
+
+# Seconds a client should wait before retrying a search the engine could not answer.
+SEARCH_RETRY_AFTER_SECONDS = 5
+
+log = logging.getLogger(__name__)
+
+# Seconds a client should wait before retrying when the database cannot serve it right now.
+DATABASE_RETRY_AFTER_S = 1
+# Down, restarting, unreachable, or every pooled connection busy past the checkout timeout.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError)
+
+
+def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
+    """Always JSON, always with a description, whatever the client's Accept header says."""
+    reason = error.title.split(" ", 1)[-1].lower()
+    description = error.description or f"{req.method} {req.path}: {reason}"
+    resp.data = orjson.dumps({"title": error.title, "description": description})
+    resp.content_type = falcon.MEDIA_JSON
+
+
+def unknown_participant(
+    req: falcon.Request, resp: falcon.Response, error: UnknownParticipant, params: dict[str, Any]
+) -> None:
+    raise falcon.HTTPNotFound(title="Unknown participant", description=str(error))
+
+
+def self_friendship(
+    req: falcon.Request, resp: falcon.Response, error: SelfFriendship, params: dict[str, Any]
+) -> None:
+    raise falcon.HTTPBadRequest(title="Invalid friendship", description=str(error))
+
+
+def database_unavailable(
+    req: falcon.Request, resp: falcon.Response, error: Exception, params: dict[str, Any]
+) -> None:
+    """A passing condition, not a bug: the client may retry; the pool reconnects by itself."""
+    log.warning("database unavailable on %s %s: %s", req.method, req.path, _reason(error))
+    raise falcon.HTTPServiceUnavailable(
+        title="Database unavailable",
+        description="The database cannot serve this request right now; retry shortly.",
+        retry_after=DATABASE_RETRY_AFTER_S,
+    )
+
+
+def _reason(error: Exception) -> str:
+    """The driver's own message, without the SQL and parameters SQLAlchemy appends."""
+    return str(getattr(error, "orig", None) or type(error).__name__)
+
+
+def search_unavailable(
+    req: falcon.Request, resp: falcon.Response, error: SearchUnavailable, params: dict[str, Any]
+) -> None:
+    log.warning("search unavailable: %s", error.__cause__ or error)
+    raise falcon.HTTPServiceUnavailable(
+        title="Search unavailable",
+        description="The search engine did not answer; try again shortly.",
+        retry_after=SEARCH_RETRY_AFTER_SECONDS,
+    )
+
+
+def unexpected(
+    req: falcon.Request, resp: falcon.Response, error: Exception, params: dict[str, Any]
+) -> None:
+    """An error nobody foresaw: log it whole, tell the client only that it happened."""
+    log.exception("unexpected error on %s %s", req.method, req.path)
+    raise falcon.HTTPInternalServerError(
+        title="Internal error", description="The server could not complete the request."
+    )
+
+
+def install(app: falcon.App) -> None:
+    app.set_error_serializer(serialize_error)
+    app.add_error_handler(Exception, unexpected)
+    app.add_error_handler(UnknownParticipant, unknown_participant)
+    app.add_error_handler(SelfFriendship, self_friendship)
+    app.add_error_handler(DATABASE_UNAVAILABLE, database_unavailable)
+    app.add_error_handler(SearchUnavailable, search_unavailable)

@@ -1,0 +1,121 @@
+"""The feed's rules: who may befriend whom, the social broadcast, timelines and search."""
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+
+from feedsvc.database import retry_lock_conflicts
+from feedsvc.model import Friendship, Page, Participant, Post
+from feedsvc.search import SearchBackend
+from feedsvc.store import Store
+
+# Keyset pagination starts above every possible 63-bit id.
+NEWEST = 2**63 - 1
+
+
+class FeedError(Exception):
+    """A request the feed's rules refuse; the HTTP layer maps each kind to a 4xx."""
+
+
+class UnknownParticipant(FeedError):
+    def __init__(self, participant_id: int) -> None:
+        super().__init__(f"participant {participant_id} does not exist")
+        self.participant_id = participant_id
+
+
+class SelfFriendship(FeedError):
+    def __init__(self, participant_id: int) -> None:
+        super().__init__(f"participant {participant_id} cannot befriend themselves")
+
+
+class PostListener(Protocol):
+    """Something that must hear of every post, durably, inside the post's transaction."""
+
+    def post_published(self, conn: Connection, post: Post, recipients: int) -> None: ...
+
+
+def utc_now() -> datetime:
+    """Now in UTC, to the millisecond that the API shows, as the naive value the store keeps."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class Feed:
+    """The service functions each resource calls; storage, search and events are injected."""
+
+    def __init__(
+        self, store: Store, search: SearchBackend, listeners: Sequence[PostListener] = ()
+    ) -> None:
+        self._store = store
+        self._search = search
+        self._listeners = tuple(listeners)
+
+    def create_participant(self, name: str) -> Participant:
+        return self._store.create_participant(name)
+
+    def participant(self, participant_id: int) -> Participant:
+        found = self._store.participant(participant_id)
+        if found is None:
+            raise UnknownParticipant(participant_id)
+        return found
+
+    @retry_lock_conflicts
+    def befriend(self, participant_id: int, friend_id: int) -> Friendship:
+        """Make two participants friends once; asking again, from either side, changes nothing."""
+        if participant_id == friend_id:
+            raise SelfFriendship(participant_id)
+        low_id, high_id = sorted((participant_id, friend_id))
+        try:
+            with self._store.transaction() as conn:
+                for someone in (participant_id, friend_id):
+                    if not self._store.participant_exists(conn, someone):
+                        raise UnknownParticipant(someone)
+                found = self._store.friendship_id(conn, low_id, high_id)
+                friendship_id = found or self._store.insert_friendship(conn, low_id, high_id)
+        except IntegrityError:
+            # A concurrent request created the same friendship first: answer with that one.
+            with self._store.transaction() as conn:
+                friendship_id = self._store.friendship_id(conn, low_id, high_id)
+            if friendship_id is None:
+                raise
+        return Friendship(friendship_id, participant_id, friend_id)
+
+    def friendships(self, participant_id: int) -> list[Friendship]:
+        found = self._store.friendships(participant_id)
+        if not found:
+            self.participant(participant_id)
+        return found
+
+    @retry_lock_conflicts
+    def social_broadcast(self, sender_id: int, subject: str, story: str) -> Post:
+        """Store a post, deliver it to every current friend and index it: all of it or none."""
+        with self._store.transaction() as conn:
+            if not self._store.participant_exists(conn, sender_id):
+                raise UnknownParticipant(sender_id)
+            post = self._store.insert_outbound(conn, sender_id, utc_now(), subject, story)
+            recipients = self._store.fan_out(conn, post)
+            self._search.index_post(conn, post)
+            for listener in self._listeners:
+                listener.post_published(conn, post, recipients)
+        return post
+
+    def outbound_page(self, participant_id: int, before: int | None, limit: int) -> Page:
+        posts = self._store.outbound_page(participant_id, before or NEWEST, limit + 1)
+        return self._page(participant_id, posts, limit)
+
+    def inbound_page(self, participant_id: int, before: int | None, limit: int) -> Page:
+        posts = self._store.inbound_page(participant_id, before or NEWEST, limit + 1)
+        return self._page(participant_id, posts, limit)
+
+    def senders_matching(self, keywords: str, limit: int) -> list[int]:
+        return self._search.senders_matching(keywords, limit)
+
+    def _page(self, participant_id: int, posts: list[Post], limit: int) -> Page:
+        if not posts:
+            self.participant(participant_id)
+        if len(posts) > limit:
+            return Page(posts[:limit], next_before=posts[limit - 1].id)
+        return Page(posts, next_before=None)

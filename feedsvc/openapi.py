@@ -1,0 +1,280 @@
+"""The API's OpenAPI 3.1 description, built once and served as bytes by /openapi.json."""
+
+from typing import Any
+
+import falcon
+import orjson
+
+from feedsvc.resources.request import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT
+from feedsvc.resources.search import KEYWORDS_MAX_CHARS
+from feedsvc.schema import NAME_MAX_CHARS, STORY_MAX_CHARS, SUBJECT_MAX_CHARS
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    reasons = {
+        400: "Malformed JSON, not an object, a missing, wrongly typed or over-long field",
+        404: "Unknown participant or route",
+        405: "Method not allowed on this route",
+        411: "A body was sent without Content-Length",
+        413: "Body larger than FEED_MAX_BODY_BYTES",
+        415: "A body that is not application/json",
+        500: "Unexpected error (details are logged, never returned)",
+    }
+    return {str(status): _json(_ref("Error"), reasons[status]) for status in (*statuses, 500)}
+
+
+_PARTICIPANT_ID = {
+    "name": "participant_id",
+    "in": "path",
+    "required": True,
+    "description": "A positive 63-bit integer; anything else is 404.",
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+}
+_PAGE_PARAMS = [
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+    },
+    {
+        "name": "before",
+        "in": "query",
+        "description": "Opaque cursor taken from a previous response's Link rel=next header.",
+        "schema": {"type": "string"},
+    },
+]
+_NEXT_LINK = {
+    "Link": {
+        "description": 'Present when more items exist: `<...?limit=N&before=CURSOR>; rel="next"`.',
+        "schema": {"type": "string"},
+    }
+}
+_BODY_ERRORS = (400, 404, 405, 411, 413, 415)
+
+
+def _page(item: str, description: str) -> dict[str, Any]:
+    response = _json({"type": "array", "items": _ref(item)}, description)
+    response["headers"] = _NEXT_LINK
+    return response
+
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "feedsvc",
+        "version": "1.0.0",
+        "description": (
+            "A news feed: participants, symmetric friendships, posts socially broadcast into "
+            "every friend's inbound, timelines and keyword search. Wherever a body refers to a participant "
+            "it accepts a link (`/participant/7`) or a bare integer id."
+        ),
+    },
+    "paths": {
+        "/participant": {
+            "post": {
+                "summary": "Create a participant",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("NewParticipant")}},
+                },
+                "responses": {
+                    "200": _json(_ref("Participant"), "The new participant"),
+                    **_errors(*_BODY_ERRORS),
+                },
+            }
+        },
+        "/participant/{participant_id}": {
+            "parameters": [_PARTICIPANT_ID],
+            "get": {
+                "summary": "Read a participant",
+                "responses": {
+                    "200": _json(_ref("Participant"), "The participant"),
+                    **_errors(404, 405),
+                },
+            },
+        },
+        "/participant/{participant_id}/friends": {
+            "parameters": [_PARTICIPANT_ID],
+            "get": {
+                "summary": "Every friendship of the participant, once, from its side",
+                "responses": {
+                    "200": _json({"type": "array", "items": _ref("Friendship")}, "Friendships"),
+                    **_errors(404, 405),
+                },
+            },
+            "post": {
+                "summary": "Befriend someone (symmetric; asking again returns the existing friendship)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("NewFriendship")}},
+                },
+                "responses": {
+                    "200": _json(_ref("Friendship"), "The friendship"),
+                    **_errors(*_BODY_ERRORS),
+                },
+            },
+        },
+        "/participant/{participant_id}/outbound": {
+            "parameters": [_PARTICIPANT_ID],
+            "get": {
+                "summary": "The participant's own posts, newest first",
+                "parameters": _PAGE_PARAMS,
+                "responses": {
+                    "200": _page("Outbound", "A page of posts"),
+                    **_errors(400, 404, 405),
+                },
+            },
+            "post": {
+                "summary": "Post: stored, delivered to every current friend's inbound, indexed, atomically",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("NewOutbound")}},
+                },
+                "responses": {
+                    "200": _json(_ref("Outbound"), "The stored post"),
+                    **_errors(*_BODY_ERRORS),
+                },
+            },
+        },
+        "/participant/{participant_id}/inbound": {
+            "parameters": [_PARTICIPANT_ID],
+            "get": {
+                "summary": "Posts from the participant's friends, newest first",
+                "parameters": _PAGE_PARAMS,
+                "responses": {"200": _page("Inbound", "A page of posts"), **_errors(400, 404, 405)},
+            },
+        },
+        "/outbound": {
+            "get": {
+                "summary": "Distinct senders whose posts match any keyword, best match first",
+                "parameters": [
+                    {
+                        "name": "keywords",
+                        "in": "query",
+                        "required": True,
+                        "description": "Words, not a query language: any other character is plain text.",
+                        "schema": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": KEYWORDS_MAX_CHARS,
+                        },
+                    },
+                    _PAGE_PARAMS[0],
+                ],
+                "responses": {
+                    "200": _json({"type": "array", "items": _ref("Link")}, "Sender links"),
+                    **_errors(400, 405),
+                },
+            }
+        },
+    },
+    "components": {
+        "schemas": {
+            "Link": {"type": "string", "pattern": "^/participant/[1-9][0-9]*$"},
+            "Ref": {
+                "description": "A participant link or a bare id",
+                "oneOf": [_ref("Link"), {"type": "integer", "minimum": 1, "maximum": MAX_ID}],
+            },
+            "Error": {
+                "type": "object",
+                "required": ["title", "description"],
+                "properties": {"title": {"type": "string"}, "description": {"type": "string"}},
+            },
+            "NewParticipant": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": {
+                        "type": "string",
+                        "description": f"1 to {NAME_MAX_CHARS} characters after trimming",
+                    }
+                },
+            },
+            "Participant": {
+                "type": "object",
+                "required": ["id", "name", "link"],
+                "properties": {
+                    "id": {"type": "integer"},
+                    "name": {"type": "string"},
+                    "link": _ref("Link"),
+                },
+            },
+            "NewFriendship": {
+                "type": "object",
+                "required": ["to"],
+                "properties": {
+                    "to": _ref("Ref"),
+                    "from": {
+                        **_ref("Ref"),
+                        "description": "Optional; must be the participant of the URL",
+                    },
+                },
+            },
+            "Friendship": {
+                "type": "object",
+                "required": ["id", "from", "to"],
+                "properties": {"id": {"type": "integer"}, "from": _ref("Link"), "to": _ref("Link")},
+            },
+            "NewOutbound": {
+                "type": "object",
+                "required": ["subject", "story"],
+                "properties": {
+                    "subject": {"type": "string", "minLength": 1, "maxLength": SUBJECT_MAX_CHARS},
+                    "story": {"type": "string", "minLength": 1, "maxLength": STORY_MAX_CHARS},
+                    "from": {
+                        **_ref("Ref"),
+                        "description": "Optional; must be the participant of the URL",
+                    },
+                    "occurred": {
+                        "type": "string",
+                        "description": "Accepted for compatibility, ignored: the server assigns it.",
+                    },
+                },
+            },
+            "Outbound": {
+                "type": "object",
+                "required": ["from", "occurred", "subject", "story"],
+                "properties": {
+                    "from": _ref("Link"),
+                    "occurred": {
+                        "type": "string",
+                        "format": "date-time",
+                        "description": "UTC, ISO 8601 with milliseconds and Z",
+                    },
+                    "subject": {"type": "string"},
+                    "story": {"type": "string"},
+                },
+            },
+            "Inbound": {
+                "type": "object",
+                "required": ["from", "to", "occurred", "subject", "story"],
+                "properties": {
+                    "from": _ref("Link"),
+                    "to": _ref("Link"),
+                    "occurred": {"type": "string", "format": "date-time"},
+                    "subject": {"type": "string"},
+                    "story": {"type": "string"},
+                },
+            },
+        }
+    },
+}
+
+
+class Document:
+    """Serves the description; serialized once, at start-up."""
+
+    def __init__(self) -> None:
+        self._body = orjson.dumps(DOCUMENT)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.data = self._body
+        resp.content_type = falcon.MEDIA_JSON

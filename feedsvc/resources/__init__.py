@@ -1,0 +1,1 @@
+"""HTTP resources: one module per URL shape, each a thin translation to a Feed call."""

@@ -1,0 +1,25 @@
+"""/participant/{id}/friends: symmetric friendships, created once and listed from either side."""
+
+import falcon
+
+from feedsvc.config import Config
+from feedsvc.feed import Feed
+from feedsvc.resources.representation import friendship_json
+from feedsvc.resources.request import json_object, participant_ref, same_participant
+
+
+class Collection:
+    def __init__(self, config: Config, feed: Feed) -> None:
+        self._max_body_bytes = config.max_body_bytes
+        self._feed = feed
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, participant_id: int) -> None:
+        resp.media = [friendship_json(found) for found in self._feed.friendships(participant_id)]
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, participant_id: int) -> None:
+        body = json_object(req, self._max_body_bytes)
+        same_participant(body, participant_id)
+        friend_id = participant_ref(body, "to")
+        if friend_id is None:
+            raise falcon.HTTPBadRequest(title="Invalid field", description="`to` is required.")
+        resp.media = friendship_json(self._feed.befriend(participant_id, friend_id))

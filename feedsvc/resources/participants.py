@@ -1,0 +1,28 @@
+"""/participant and /participant/{id}: creating and reading participants."""
+
+import falcon
+
+from feedsvc.config import Config
+from feedsvc.feed import Feed
+from feedsvc.resources.representation import participant_json
+from feedsvc.resources.request import json_object, text_field
+from feedsvc.schema import NAME_MAX_CHARS
+
+
+class Collection:
+    def __init__(self, config: Config, feed: Feed) -> None:
+        self._max_body_bytes = config.max_body_bytes
+        self._feed = feed
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = json_object(req, self._max_body_bytes)
+        name = text_field(body, "name", NAME_MAX_CHARS, strip=True)
+        resp.media = participant_json(self._feed.create_participant(name))
+
+
+class Item:
+    def __init__(self, feed: Feed) -> None:
+        self._feed = feed
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, participant_id: int) -> None:
+        resp.media = participant_json(self._feed.participant(participant_id))

@@ -1,0 +1,72 @@
+"""How feed values look on the wire: participant links and the JSON shapes clients expect."""
+
+import base64
+import binascii
+from typing import Any
+
+import falcon
+
+from feedsvc.model import Friendship, Participant, Post
+
+LINK_PREFIX = "/participant/"
+
+
+def participant_link(participant_id: int) -> str:
+    return f"{LINK_PREFIX}{participant_id}"
+
+
+def participant_json(found: Participant) -> dict[str, Any]:
+    return {"id": found.id, "name": found.name, "link": participant_link(found.id)}
+
+
+def friendship_json(found: Friendship) -> dict[str, Any]:
+    return {
+        "id": found.id,
+        "from": participant_link(found.participant_id),
+        "to": participant_link(found.friend_id),
+    }
+
+
+def occurred_text(post: Post) -> str:
+    """UTC, ISO 8601, milliseconds and Z: the timestamp format of the contract."""
+    return post.occurred.isoformat(timespec="milliseconds") + "Z"
+
+
+def outbound_json(post: Post) -> dict[str, Any]:
+    return {
+        "from": participant_link(post.sender_id),
+        "occurred": occurred_text(post),
+        "subject": post.subject,
+        "story": post.story,
+    }
+
+
+def inbound_json(post: Post, recipient_link: str) -> dict[str, Any]:
+    return {
+        "from": participant_link(post.sender_id),
+        "to": recipient_link,
+        "occurred": occurred_text(post),
+        "subject": post.subject,
+        "story": post.story,
+    }
+
+
+def encode_cursor(before: int) -> str:
+    """An opaque `before` cursor: clients pass it back, never build it."""
+    return base64.urlsafe_b64encode(b"o%d" % before).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except (binascii.Error, ValueError):
+        raw = b""
+    if raw[:1] != b"o" or not raw[1:].isdigit() or not 0 < int(raw[1:]) < 2**63:
+        raise falcon.HTTPBadRequest(
+            title="Invalid cursor", description="`before` must be a cursor from a Link header."
+        )
+    return int(raw[1:])
+
+
+def next_link(req: falcon.Request, limit: int, before: int) -> str:
+    return f'<{req.path}?limit={limit}&before={encode_cursor(before)}>; rel="next"'

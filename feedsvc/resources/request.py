@@ -1,0 +1,95 @@
+"""Reading client input: JSON bodies, participant references and query parameters, validated."""
+
+import re
+from typing import Any
+
+import falcon
+
+from feedsvc.resources.representation import LINK_PREFIX
+
+MAX_ID = 2**63 - 1
+# Path segments that name a participant: a positive 63-bit integer or the route does not match.
+ID_CONVERTER_NAME = "participant_id"
+ID_CONVERTER = f"{ID_CONVERTER_NAME}(min=1, max={MAX_ID})"
+_LINK = re.compile(re.escape(LINK_PREFIX) + r"([1-9][0-9]{0,18})")
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+class IdConverter(falcon.routing.IntConverter):
+    """Only ASCII digits name an id: int() alone also takes '+1', '1_000' and non-ASCII digits."""
+
+    __slots__ = ()
+
+    def convert(self, value: str) -> int | None:
+        if not (value.isascii() and value.isdigit()):
+            return None
+        return super().convert(value)
+
+
+def json_object(req: falcon.Request, max_body_bytes: int) -> dict[str, Any]:
+    """The request body as a JSON object, or the 4xx that says why it is not one."""
+    if (
+        req.content_type is None
+        or req.content_type.split(";")[0].strip().lower() != falcon.MEDIA_JSON
+    ):
+        raise falcon.HTTPUnsupportedMediaType(description="The body must be application/json.")
+    if req.content_length is None:
+        raise falcon.HTTPLengthRequired(description="A JSON body needs a Content-Length header.")
+    if req.content_length > max_body_bytes:
+        raise falcon.HTTPContentTooLarge(
+            description=f"The body may be at most {max_body_bytes} bytes."
+        )
+    body = req.get_media()
+    if not isinstance(body, dict):
+        raise falcon.HTTPBadRequest(
+            title="Invalid body", description="The body must be a JSON object."
+        )
+    return body
+
+
+def text_field(body: dict[str, Any], name: str, max_chars: int, *, strip: bool = False) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise falcon.HTTPBadRequest(
+            title="Invalid field", description=f"`{name}` is required and must be a string."
+        )
+    if strip:
+        value = value.strip()
+    if not value or len(value) > max_chars:
+        raise falcon.HTTPBadRequest(
+            title="Invalid field", description=f"`{name}` must be 1 to {max_chars} characters."
+        )
+    return value
+
+
+def participant_ref(body: dict[str, Any], name: str) -> int | None:
+    """A participant named by link (`/participant/7`) or bare id (7); None when absent."""
+    value = body.get(name)
+    if value is None and name not in body:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        participant_id = value
+    elif isinstance(value, str) and (link := _LINK.fullmatch(value)):
+        participant_id = int(link[1])
+    else:
+        participant_id = 0
+    if not 0 < participant_id <= MAX_ID:
+        raise falcon.HTTPBadRequest(
+            title="Invalid field",
+            description=f"`{name}` must be a link like /participant/7 or a positive id.",
+        )
+    return participant_id
+
+
+def same_participant(body: dict[str, Any], participant_id: int) -> None:
+    """A `from` in the body, when given, must be the participant of the URL."""
+    sender = participant_ref(body, "from")
+    if sender is not None and sender != participant_id:
+        raise falcon.HTTPBadRequest(
+            title="Invalid field", description="`from` must be the participant named in the URL."
+        )
+
+
+def limit_param(req: falcon.Request) -> int:
+    return req.get_param_as_int("limit", min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT)

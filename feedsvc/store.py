@@ -1,0 +1,168 @@
+"""Storage on SQLAlchemy Core: every statement is built once, at import, and portable SQL."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Connection, bindparam, func, insert, select, union_all
+from sqlalchemy.engine import Engine
+
+from feedsvc.database import Reader, writer
+from feedsvc.model import Friendship, Participant, Post
+from feedsvc.schema import friendship, inbound, outbound, participant
+
+_INSERT_PARTICIPANT = insert(participant).values(name=bindparam("name"))
+_SELECT_PARTICIPANT = select(participant.c.id, participant.c.name).where(
+    participant.c.id == bindparam("id")
+)
+
+_SELECT_PAIR = select(friendship.c.id).where(
+    friendship.c.low_id == bindparam("low_id"), friendship.c.high_id == bindparam("high_id")
+)
+_INSERT_PAIR = insert(friendship).values(low_id=bindparam("low_id"), high_id=bindparam("high_id"))
+
+
+def _friends_union(participant_id: object, outbound_id: object | None = None) -> object:
+    """Both halves of the symmetric friendship table: (friendship id or post id, friend id) rows."""
+    key = friendship.c.id if outbound_id is None else outbound_id
+    return union_all(
+        select(key.label("id"), friendship.c.high_id.label("friend_id")).where(
+            friendship.c.low_id == participant_id
+        ),
+        select(key.label("id"), friendship.c.low_id.label("friend_id")).where(
+            friendship.c.high_id == participant_id
+        ),
+    )
+
+
+_FRIENDS = _friends_union(bindparam("participant_id")).subquery()
+_SELECT_FRIENDS = select(_FRIENDS.c.id, _FRIENDS.c.friend_id).order_by(_FRIENDS.c.id)
+
+_INSERT_OUTBOUND = insert(outbound).values(
+    sender_id=bindparam("sender_id"),
+    occurred=bindparam("occurred"),
+    subject=bindparam("subject"),
+    story=bindparam("story"),
+)
+# The social broadcast in one set-based statement: the friend list never leaves the database.
+_FAN_OUT_ROWS = _friends_union(bindparam("sender_id"), bindparam("outbound_id", type_=BigInteger))
+_FAN_OUT = insert(inbound).from_select(["outbound_id", "recipient_id"], _FAN_OUT_ROWS)
+
+_POST_COLUMNS = (
+    outbound.c.id,
+    outbound.c.sender_id,
+    outbound.c.occurred,
+    outbound.c.subject,
+    outbound.c.story,
+)
+_OUTBOUND_PAGE = (
+    select(*_POST_COLUMNS)
+    .where(outbound.c.sender_id == bindparam("participant_id"), outbound.c.id < bindparam("before"))
+    .order_by(outbound.c.id.desc())
+    .limit(bindparam("limit"))
+)
+_INBOUND_PAGE = (
+    select(*_POST_COLUMNS)
+    .select_from(inbound.join(outbound, outbound.c.id == inbound.c.outbound_id))
+    .where(
+        inbound.c.recipient_id == bindparam("participant_id"),
+        inbound.c.outbound_id < bindparam("before"),
+    )
+    .order_by(inbound.c.outbound_id.desc())
+    .limit(bindparam("limit"))
+)
+
+# Every post in id order, a batch at a time: for rebuilding a search index.
+_POSTS_AFTER = (
+    select(*_POST_COLUMNS)
+    .where(outbound.c.id > bindparam("after"))
+    .order_by(outbound.c.id)
+    .limit(bindparam("limit"))
+)
+_POST_COUNT = select(func.count()).select_from(outbound)
+
+
+def _as_datetime(value: datetime | str) -> datetime:
+    """MySQL drivers return datetimes; SQLite keeps the ISO text SQLAlchemy wrote."""
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def _post(row: tuple[Any, ...]) -> Post:
+    post_id, sender_id, occurred, subject, story = row
+    return Post(post_id, sender_id, _as_datetime(occurred), subject, story)
+
+
+class Store:
+    """The feed's tables behind intention-revealing methods; callers never write SQL."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._writer = writer(engine)
+        self._reader = Reader(engine)
+        self._participant = self._reader.compile(_SELECT_PARTICIPANT)
+        self._friends = self._reader.compile(_SELECT_FRIENDS)
+        self._outbound_page = self._reader.compile(_OUTBOUND_PAGE)
+        self._inbound_page = self._reader.compile(_INBOUND_PAGE)
+        self._posts_after = self._reader.compile(_POSTS_AFTER)
+        self._post_count = self._reader.compile(_POST_COUNT)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction: everything done on the connection commits together or not at all."""
+        with self._writer.begin() as conn:
+            yield conn
+
+    def create_participant(self, name: str) -> Participant:
+        with self.transaction() as conn:
+            result = conn.execute(_INSERT_PARTICIPANT, {"name": name})
+        return Participant(id=result.inserted_primary_key[0], name=name)
+
+    def participant(self, participant_id: int) -> Participant | None:
+        rows = self._reader.rows(self._participant, {"id": participant_id})
+        return Participant(*rows[0]) if rows else None
+
+    def participant_exists(self, conn: Connection, participant_id: int) -> bool:
+        """Read inside the caller's transaction, so the answer holds until it commits."""
+        return conn.execute(_SELECT_PARTICIPANT, {"id": participant_id}).first() is not None
+
+    def friendship_id(self, conn: Connection, low_id: int, high_id: int) -> int | None:
+        return conn.execute(_SELECT_PAIR, {"low_id": low_id, "high_id": high_id}).scalar()
+
+    def insert_friendship(self, conn: Connection, low_id: int, high_id: int) -> int:
+        result = conn.execute(_INSERT_PAIR, {"low_id": low_id, "high_id": high_id})
+        return result.inserted_primary_key[0]
+
+    def friendships(self, participant_id: int) -> list[Friendship]:
+        rows = self._reader.rows(self._friends, {"participant_id": participant_id})
+        return [
+            Friendship(friendship_id, participant_id, friend_id)
+            for friendship_id, friend_id in rows
+        ]
+
+    def insert_outbound(
+        self, conn: Connection, sender_id: int, occurred: datetime, subject: str, story: str
+    ) -> Post:
+        values = {"sender_id": sender_id, "occurred": occurred, "subject": subject, "story": story}
+        result = conn.execute(_INSERT_OUTBOUND, values)
+        return Post(id=result.inserted_primary_key[0], **values)
+
+    def fan_out(self, conn: Connection, post: Post) -> int:
+        """Deliver a post to the inbound of every current friend of its sender; returns how many."""
+        params = {"sender_id": post.sender_id, "outbound_id": post.id}
+        return conn.execute(_FAN_OUT, params).rowcount
+
+    def outbound_page(self, participant_id: int, before: int, limit: int) -> list[Post]:
+        params = {"participant_id": participant_id, "before": before, "limit": limit}
+        return [_post(row) for row in self._reader.rows(self._outbound_page, params)]
+
+    def inbound_page(self, participant_id: int, before: int, limit: int) -> list[Post]:
+        params = {"participant_id": participant_id, "before": before, "limit": limit}
+        return [_post(row) for row in self._reader.rows(self._inbound_page, params)]
+
+    def posts_after(self, after: int, limit: int) -> list[Post]:
+        """Posts with ids above `after`, oldest first: walks the whole table a batch at a time."""
+        rows = self._reader.rows(self._posts_after, {"after": after, "limit": limit})
+        return [_post(row) for row in rows]
+
+    def post_count(self) -> int:
+        return self._reader.rows(self._post_count, {})[0][0]

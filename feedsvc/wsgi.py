@@ -1,0 +1,53 @@
+"""Builds the real app from the environment; gunicorn calls get_app() in each worker, after fork."""
+
+import atexit
+from dataclasses import dataclass
+
+import falcon
+
+from feedsvc.app import create_app
+from feedsvc.config import Config
+from feedsvc.database import create_engine
+from feedsvc.feed import Feed, PostListener
+from feedsvc.outbox import OutboxRelay, Sink
+from feedsvc.search import create_search
+from feedsvc.store import Store
+
+
+@dataclass(frozen=True)
+class Service:
+    """One worker's app and the background relay that delivers what its posts left in the outbox."""
+
+    app: falcon.App
+    relay: OutboxRelay
+
+
+def build_service(config: Config) -> Service:
+    engine = create_engine(config)
+    search = create_search(config, engine)
+    listeners: list[PostListener] = []
+    middleware: list[object] = []
+    sinks: list[Sink] = list(search.outbox_sinks)
+    if config.kafka_bootstrap:
+        # Imported only here: without FEED_KAFKA_BOOTSTRAP no Kafka code is even loaded.
+        from feedsvc.kafka.features import KafkaFeatures
+
+        kafka = KafkaFeatures(config)
+        kafka.start()
+        # Registered before the relay's own exit hook, so it runs after the relay stopped.
+        atexit.register(kafka.stop)
+        listeners.append(kafka.post_events)
+        middleware.append(kafka.request_timing)
+        sinks.append(kafka.event_sink)
+    feed = Feed(Store(engine), search, listeners)
+    relay = OutboxRelay(engine, sinks)
+    relay.start()
+    return Service(create_app(config, feed, middleware), relay)
+
+
+def build_app(config: Config) -> falcon.App:
+    return build_service(config).app
+
+
+def get_app() -> falcon.App:
+    return build_app(Config.from_env())

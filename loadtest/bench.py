@@ -1,0 +1,261 @@
+"""Side-by-side benchmark: each operation as a ratio of a bare hello-JSON ceiling, in one run.
+
+python -m loadtest.bench [--worker-classes meinheld,gthread,sync] [--database-url URL ...]
+Every server is booted first; rounds then interleave all (server, operation) pairs so a noisy
+neighbour or a warming cache hits every pair alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from feedsvc.config import default_workers
+from loadtest.generator import LoadPlan, LoadResult, ProgressLine, run_load
+from loadtest.machine import describe_machine, machine_line
+from loadtest.report import format_table
+from loadtest.scenarios import MODES, MODES_NEEDING_WORLD, World
+from loadtest.server import HELLO_APP, GunicornServer, ServerError, backend_label
+from loadtest.world import SeedError, seed_world
+
+CEILING = "hello"
+DEFAULT_OPERATIONS = ("hello", "get-participant", "get-inbound", "post-outbound", "search")
+
+
+@dataclass
+class Pair:
+    """One measured line: an operation against one server, with every round's result."""
+
+    worker_class: str
+    backend: str
+    mode: str
+    server: GunicornServer
+    world: World
+    rounds: list[LoadResult] = field(default_factory=list)
+    half_rate: LoadResult | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.worker_class}/{self.backend}/{self.mode}"
+
+    @property
+    def throughput(self) -> float:
+        return statistics.fmean(result.total.per_second for result in self.rounds)
+
+    def median(self, attribute: str) -> float:
+        return statistics.median(getattr(result.total, attribute) for result in self.rounds)
+
+    @property
+    def errors(self) -> int:
+        return sum(result.total.errors for result in self.rounds)
+
+    @property
+    def spread(self) -> float:
+        """Max-min over mean of the rounds' throughput: how much to trust the ratio."""
+        rates = [result.total.per_second for result in self.rounds]
+        return (max(rates) - min(rates)) / statistics.fmean(rates) if any(rates) else 0.0
+
+    @property
+    def generator_cpu_share(self) -> float:
+        return statistics.fmean(result.generator_cpu_share for result in self.rounds)
+
+
+def short_class(worker_class: str) -> str:
+    """meinheld.gmeinheld.MeinheldWorker -> MeinheldWorker: keeps the table narrow."""
+    return worker_class.rsplit(".", 1)[-1]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__)
+    parser.add_argument(
+        "-w", "--workers", type=int, default=default_workers(), help="gunicorn workers per server"
+    )
+    parser.add_argument(
+        "-k", "--worker-classes", default="",
+        help="comma-separated FEED_WORKER_CLASS values to compare (default: the config's default)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--database-url", action="append", default=[],
+        help="FEED_DATABASE_URL of a backend to compare (repeatable; default: embedded SQLite)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-o", "--operations", default=",".join(DEFAULT_OPERATIONS),
+        help=f"comma-separated modes; {CEILING!r} is the ceiling (choices: {', '.join(MODES)})",
+    )  # fmt: skip
+    parser.add_argument("-r", "--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("-d", "--duration", type=float, default=5.0, help="seconds per round")
+    parser.add_argument("-c", "--concurrency", type=int, default=16, help="simulated users")
+    parser.add_argument("-p", "--processes", type=int, default=0, help="generator processes")
+    parser.add_argument(
+        "--no-half-rate", dest="half_rate", action="store_false",
+        help="skip the second pass that measures latency at half of each pair's max throughput",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="also write every figure as JSON here")
+    return parser
+
+
+def boot_pairs(args: argparse.Namespace, stack: contextlib.ExitStack) -> list[Pair]:
+    modes = [mode.strip() for mode in args.operations.split(",") if mode.strip()]
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        sys.exit(f"bench: unknown operation(s) {', '.join(sorted(unknown))}")
+    worker_classes = [name.strip() for name in args.worker_classes.split(",") if name.strip()]
+    pairs: list[Pair] = []
+    for worker_class in worker_classes or [""]:
+        class_env = {"FEED_WORKER_CLASS": worker_class} if worker_class else {}
+        if CEILING in modes:
+            hello = stack.enter_context(GunicornServer(args.workers, HELLO_APP, class_env))
+            label = worker_class or short_class(hello.worker_class)
+            pairs.append(Pair(label, "-", CEILING, hello, World()))
+        for database_url in args.database_url or [None]:
+            env = {**class_env, **({"FEED_DATABASE_URL": database_url} if database_url else {})}
+            feed = stack.enter_context(GunicornServer(args.workers, env=env))
+            label = worker_class or short_class(feed.worker_class)
+            feed_modes = [mode for mode in modes if mode != CEILING]
+            world = World()
+            if set(feed_modes) & MODES_NEEDING_WORLD:
+                say(f"seeding {label}/{backend_label(database_url)} ...")
+                world = seed_world(feed.host, feed.port, random.Random(args.seed))
+            pairs.extend(
+                Pair(label, backend_label(database_url), mode, feed, world) for mode in feed_modes
+            )
+    return pairs
+
+
+def measure(pair: Pair, args: argparse.Namespace, rate: float | None, tag: str) -> LoadResult:
+    plan = LoadPlan(
+        host=pair.server.host,
+        port=pair.server.port,
+        mode=pair.mode,
+        concurrency=args.concurrency,
+        duration=args.duration,
+        processes=args.processes,
+        seed=args.seed,
+        rate=rate,
+        world=pair.world,
+    )
+    progress = ProgressLine(f"{tag} {pair.name}")
+    result = run_load(plan, progress)
+    progress.finish()
+    return result
+
+
+def run_rounds(pairs: Sequence[Pair], args: argparse.Namespace) -> None:
+    """Round r starts at pair r (rotation), so no pair always runs first or right after another."""
+    for round_number in range(args.rounds):
+        for offset in range(len(pairs)):
+            pair = pairs[(round_number + offset) % len(pairs)]
+            pair.rounds.append(measure(pair, args, None, f"round {round_number + 1}"))
+    if args.half_rate:
+        for pair in pairs:
+            if pair.throughput > 0:
+                pair.half_rate = measure(pair, args, pair.throughput / 2, "half-rate")
+
+
+def ceiling_for(pair: Pair, pairs: Sequence[Pair]) -> float | None:
+    for candidate in pairs:
+        if candidate.mode == CEILING and candidate.worker_class == pair.worker_class:
+            return candidate.throughput
+    return None
+
+
+def table(pairs: Sequence[Pair]) -> str:
+    headers = (
+        "worker", "backend", "operation", "req/s", "x ceiling", "p50 ms", "p99 ms", "errors",
+        "spread", "gen CPU", "@half req/s", "@half p50", "@half p99",
+    )  # fmt: skip
+    rows = []
+    for pair in pairs:
+        ceiling = ceiling_for(pair, pairs)
+        half = pair.half_rate.total if pair.half_rate else None
+        rows.append(
+            (
+                pair.worker_class,
+                pair.backend,
+                pair.mode,
+                pair.throughput,
+                f"{pair.throughput / ceiling:.0%}" if ceiling else "-",
+                pair.median("p50_ms"),
+                pair.median("p99_ms"),
+                pair.errors,
+                f"{pair.spread:.0%}",
+                f"{pair.generator_cpu_share:.0%}",
+                half.per_second if half else float("nan"),
+                half.p50_ms if half else float("nan"),
+                half.p99_ms if half else float("nan"),
+            )
+        )
+    return format_table(headers, rows)
+
+
+def as_document(pairs: Sequence[Pair], args: argparse.Namespace, machine: dict) -> dict:
+    return {
+        "machine": machine,
+        "settings": {
+            "workers": args.workers,
+            "concurrency": args.concurrency,
+            "rounds": args.rounds,
+            "duration_s": args.duration,
+        },
+        "pairs": [
+            {
+                "worker_class": pair.worker_class,
+                "gunicorn_worker": pair.server.worker_class,
+                "backend": pair.backend,
+                "operation": pair.mode,
+                "throughput_per_s": pair.throughput,
+                "ratio_to_ceiling": (pair.throughput / c)
+                if (c := ceiling_for(pair, pairs))
+                else None,
+                "p50_ms_median": pair.median("p50_ms"),
+                "p99_ms_median": pair.median("p99_ms"),
+                "errors": pair.errors,
+                "generator_cpu_share": pair.generator_cpu_share,
+                "rounds": [result.as_dict() for result in pair.rounds],
+                "half_rate": pair.half_rate.as_dict() if pair.half_rate else None,
+            }
+            for pair in pairs
+        ],
+    }
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if min(args.workers, args.rounds, args.concurrency) < 1 or args.duration <= 0:
+        sys.exit("bench: workers, rounds, concurrency and duration must be positive")
+    machine = describe_machine()
+    with contextlib.ExitStack() as stack:
+        say(f"booting servers with {args.workers} workers each ...")
+        pairs = boot_pairs(args, stack)
+        run_rounds(pairs, args)
+    print(f"machine: {machine_line(machine)}")
+    print(
+        f"{args.workers} workers per server, {args.concurrency} users, {args.rounds} interleaved"
+        f" rounds of {args.duration:g}s; latency = median of the rounds; @half = rate-limited to"
+        " half of that pair's throughput"
+    )
+    print(table(pairs))
+    if args.json:
+        document = as_document(pairs, args, machine)
+        args.json.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (ServerError, SeedError) as error:
+        sys.exit(f"bench: {error}")

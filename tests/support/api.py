@@ -1,0 +1,120 @@
+"""API test fixtures and helpers: a fresh database per test, a client on it, a write detector."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import falcon.testing
+import pytest
+import sqlalchemy as sa
+
+from feedsvc import database, schema, wsgi
+from feedsvc.config import Config
+
+RowCounts = Callable[[], dict[str, int]]
+
+LINK_PATTERN = re.compile(r"^/participant/([1-9][0-9]*)$")
+NEXT_LINK_PATTERN = re.compile(r'<([^>]*)>\s*;\s*rel="?next"?')
+
+
+@pytest.fixture
+def api_config(tmp_path: Path, database_url: str) -> Config:
+    """The service's settings on a fresh, initialised database, once per storage backend."""
+    config = Config.from_env({"FEED_DATA_DIR": str(tmp_path), "FEED_DATABASE_URL": database_url})
+    database.init_db(config)
+    return config
+
+
+@pytest.fixture
+def client(api_config: Config) -> falcon.testing.TestClient:
+    """The real application, wired by the same factory gunicorn uses, driven in-process."""
+    return falcon.testing.TestClient(wsgi.build_app(api_config))
+
+
+@pytest.fixture
+def row_counts(api_config: Config) -> RowCounts:
+    """Callable giving {table: rows} for every table, so a test can prove nothing was written."""
+
+    def count_rows() -> dict[str, int]:
+        engine = database.create_engine(api_config)
+        try:
+            with engine.connect() as conn:
+                return {
+                    table.name: conn.execute(
+                        sa.select(sa.func.count()).select_from(table)
+                    ).scalar_one()
+                    for table in schema.metadata.sorted_tables
+                }
+        finally:
+            engine.dispose()
+
+    return count_rows
+
+
+def create_participant(client: falcon.testing.TestClient, name: str = "Ada") -> dict[str, Any]:
+    """POST /participant and return the created participant; any other status fails the test."""
+    result = client.simulate_post("/participant", json={"name": name})
+    assert result.status_code == 200, result.text
+    return result.json
+
+
+def befriend(
+    client: falcon.testing.TestClient, participant: dict[str, Any], friend: dict[str, Any]
+) -> dict[str, Any]:
+    """Make two participants friends and return the friendship."""
+    result = client.simulate_post(f"{participant['link']}/friends", json={"to": friend["link"]})
+    assert result.status_code == 200, result.text
+    return result.json
+
+
+def publish(
+    client: falcon.testing.TestClient,
+    sender: dict[str, Any],
+    subject: str = "Hello",
+    story: str = "A story",
+) -> dict[str, Any]:
+    """POST an outbound story for `sender` and return the stored post."""
+    body = {"subject": subject, "story": story}
+    result = client.simulate_post(f"{sender['link']}/outbound", json=body)
+    assert result.status_code == 200, result.text
+    return result.json
+
+
+def assert_error(result: falcon.testing.Result, status: int) -> None:
+    """The response is the given error status in Falcon's JSON error format."""
+    assert result.status_code == status, result.text
+    assert result.headers["content-type"].startswith("application/json")
+    body = result.json
+    assert isinstance(body, dict), body
+    assert isinstance(body.get("title"), str) and body["title"], body
+    assert isinstance(body.get("description"), str) and body["description"], body
+
+
+def next_page(result: falcon.testing.Result) -> tuple[str, str] | None:
+    """The (path, query string) of the Link rel="next" header, or None when there is none."""
+    header = result.headers.get("link")
+    if header is None:
+        return None
+    match = NEXT_LINK_PATTERN.search(header)
+    assert match, f"Link header without rel=next: {header!r}"
+    url = urlsplit(match.group(1))
+    return url.path, url.query
+
+
+def walk_pages(
+    client: falcon.testing.TestClient, path: str, query_string: str
+) -> list[list[dict[str, Any]]]:
+    """Follow rel="next" links from the first page to the last, returning every page's items."""
+    pages: list[list[dict[str, Any]]] = []
+    location: tuple[str, str] | None = (path, query_string)
+    while location is not None:
+        result = client.simulate_get(location[0], query_string=location[1])
+        assert result.status_code == 200, result.text
+        pages.append(result.json)
+        location = next_page(result)
+        assert len(pages) <= 1000, "pagination does not terminate"
+    return pages

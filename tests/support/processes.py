@@ -1,0 +1,181 @@
+"""Real gunicorn processes for tests: the run path on a free port, signalled as in production."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+GUNICORN = Path(sys.executable).parent / "gunicorn"
+GUNICORN_CONFIG = REPO_ROOT / "config" / "gunicorn.conf.py"
+READY_PATH = "/openapi.json"
+START_DEADLINE_SECONDS = 60.0
+STOP_DEADLINE_SECONDS = 60.0
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (the kernel's pick for port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def child_pids(parent: int) -> list[int]:
+    """Pids of the live processes whose parent is `parent`, read from /proc."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command name: state, ppid, ...
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == parent and state != "Z":
+            children.append(int(entry.name))
+    return sorted(children)
+
+
+class HttpResponse:
+    """Status, headers and decoded JSON body of one request to a running server."""
+
+    def __init__(self, status: int, headers: http.client.HTTPMessage, body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+class GunicornServer:
+    """One gunicorn master running config/gunicorn.conf.py on a free port, with its workers."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.port = free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """The master's pid."""
+        assert self._process is not None, "server not started"
+        return self._process.pid
+
+    def start(self, env: Mapping[str, str], workers: int = 2) -> None:
+        """Launch gunicorn as production does; inherited FEED_* variables never leak in."""
+        environ = {key: value for key, value in os.environ.items() if not key.startswith("FEED_")}
+        environ.update(env)
+        environ["FEED_WORKERS"] = str(workers)
+        environ["FEED_BIND"] = f"127.0.0.1:{self.port}"
+        self._log = self.log_path.open("ab")
+        self._process = subprocess.Popen(
+            [str(GUNICORN), "--config", str(GUNICORN_CONFIG), "--no-control-socket"],
+            cwd=REPO_ROOT,
+            env=environ,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, workers: int = 2, deadline: float = START_DEADLINE_SECONDS) -> None:
+        """Block until the service answers and `workers` workers run; fail if gunicorn exits."""
+        give_up = time.monotonic() + deadline
+        while time.monotonic() < give_up:
+            assert self._process is not None, "server not started"
+            if self._process.poll() is not None:
+                pytest.fail(f"gunicorn exited with {self._process.returncode}:\n{self.log()}")
+            if self._answers() and len(self.worker_pids()) == workers:
+                return
+            time.sleep(0.1)
+        pytest.fail(f"gunicorn not ready after {deadline} s:\n{self.log()}")
+
+    def worker_pids(self) -> list[int]:
+        return child_pids(self.pid)
+
+    def request(self, method: str, path: str, body: Any = None) -> HttpResponse:
+        """One HTTP request on a fresh connection; a body is sent as JSON."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            headers = {}
+            payload = None
+            if body is not None:
+                payload = orjson.dumps(body)
+                headers["Content-Type"] = "application/json"
+            connection.request(method, path, body=payload, headers=headers)
+            response = connection.getresponse()
+            return HttpResponse(response.status, response.headers, response.read())
+        finally:
+            connection.close()
+
+    def signal(self, signum: signal.Signals) -> None:
+        os.kill(self.pid, signum)
+
+    def stop(self, deadline: float = STOP_DEADLINE_SECONDS) -> int:
+        """Graceful shutdown with SIGTERM; returns gunicorn's exit code (killed if it hangs)."""
+        assert self._process is not None, "server not started"
+        if self._process.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=deadline)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                pytest.fail(f"gunicorn ignored SIGTERM for {deadline} s:\n{self.log()}")
+        self._close_log()
+        return self._process.returncode
+
+    def kill(self) -> None:
+        """Last-resort cleanup: SIGKILL the master and any workers it left behind."""
+        if self._process is None or self._process.poll() is not None:
+            self._close_log()
+            return
+        workers = self.worker_pids()
+        self._process.kill()
+        self._process.wait()
+        for worker in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGKILL)
+        self._close_log()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def _answers(self) -> bool:
+        try:
+            return self.request("GET", READY_PATH).status == 200
+        except OSError:
+            return False
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+@pytest.fixture
+def gunicorn_server(tmp_path: Path) -> Iterator[GunicornServer]:
+    """An unstarted GunicornServer that is always killed at teardown, whatever the test did."""
+    server = GunicornServer(tmp_path / "gunicorn.log")
+    try:
+        yield server
+    finally:
+        server.kill()

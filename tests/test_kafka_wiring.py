@@ -1,0 +1,125 @@
+"""Kafka is wired only when configured, never holds up a worker's boot, and events ride the post."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import falcon.testing
+import orjson
+import pytest
+from sqlalchemy import select
+
+from feedsvc import database
+from feedsvc.app import create_app
+from feedsvc.config import Config, ConfigError
+from feedsvc.feed import Feed
+from feedsvc.kafka.events import SINK_NAME, PostEvents
+from feedsvc.kafka.producers import close_quietly, create_producer
+from feedsvc.schema import outbox
+from feedsvc.search import create_search
+from feedsvc.store import Store
+from tests.support.processes import free_port
+
+BUILD_APP = """
+import json, sys
+from feedsvc.config import Config
+from feedsvc.database import init_db
+from feedsvc.wsgi import build_app
+config = Config.from_env()
+init_db(config)
+build_app(config)
+print(json.dumps(sorted(name for name in sys.modules if "kafka" in name.split("."))))
+"""
+
+
+def modules_after_build_app(tmp_path: Path, **environ: str) -> list[str]:
+    """Kafka-related modules loaded in a fresh interpreter that built the real app."""
+    result = subprocess.run(
+        [sys.executable, "-c", BUILD_APP],
+        env={"FEED_DATA_DIR": str(tmp_path), **environ},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_without_bootstrap_nothing_kafka_is_imported(tmp_path: Path) -> None:
+    assert modules_after_build_app(tmp_path) == []
+
+
+def test_with_bootstrap_kafka_is_wired_even_if_the_broker_is_down(tmp_path: Path) -> None:
+    # Nothing listens on the port: building the app must still succeed (and not wait on it).
+    loaded = modules_after_build_app(tmp_path, FEED_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}")
+    assert {"kafka", "feedsvc.kafka.features"} <= set(loaded)
+
+
+def test_a_producer_is_constructed_at_once_while_the_broker_is_down() -> None:
+    # Without a pinned api_version this raises KafkaTimeoutError after a 30 s bootstrap.
+    producer = create_producer([f"127.0.0.1:{free_port()}"], max_block_ms=100)
+    close_quietly(producer, timeout=0)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("FEED_KAFKA_BOOTSTRAP", "localhost"),
+        ("FEED_KAFKA_BOOTSTRAP", "localhost:9092,:9092"),
+        ("FEED_KAFKA_BOOTSTRAP", "localhost:70000"),
+        ("FEED_KAFKA_PERF_TOPIC", "perf records"),
+        ("FEED_KAFKA_EVENTS_TOPIC", "x" * 250),
+    ],
+)
+def test_bad_kafka_settings_name_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        Config.from_env({variable: value})
+
+
+def test_kafka_settings_and_their_defaults() -> None:
+    config = Config.from_env({"FEED_KAFKA_BOOTSTRAP": "k1:9092, k2:9093"})
+    assert config.kafka_bootstrap == ("k1:9092", "k2:9093")
+    assert (config.kafka_perf_topic, config.kafka_events_topic) == ("feed", "feed.outbound")
+    assert Config.from_env({}).kafka_bootstrap == ()
+
+
+@pytest.fixture
+def client_with_events(tmp_path: Path) -> falcon.testing.TestClient:
+    config = Config.from_env({"FEED_DATA_DIR": str(tmp_path)})
+    database.init_db(config)
+    engine = database.create_engine(config)
+    feed = Feed(Store(engine), create_search(config, engine), [PostEvents()])
+    yield falcon.testing.TestClient(create_app(config, feed)), engine
+    engine.dispose()
+
+
+def outbox_rows(engine) -> list[tuple[str, str | None, bytes]]:
+    with engine.connect() as conn:
+        query = select(outbox.c.sink, outbox.c.key, outbox.c.payload).order_by(outbox.c.id)
+        return [(sink, key, bytes(payload)) for sink, key, payload in conn.execute(query)]
+
+
+def test_a_post_writes_its_event_to_the_outbox(client_with_events) -> None:
+    client, engine = client_with_events
+    ada = client.simulate_post("/participant", json={"name": "Ada"}).json["link"]
+    bob = client.simulate_post("/participant", json={"name": "Bob"}).json["link"]
+    client.simulate_post(f"{ada}/friends", json={"to": bob})
+    posted = client.simulate_post(f"{ada}/outbound", json={"subject": "Hi", "story": "مرحبا 🌍"})
+    assert posted.status_code == 200
+
+    [(sink, key, payload)] = outbox_rows(engine)
+    assert (sink, key) == (SINK_NAME, ada.rsplit("/", 1)[1])
+    assert orjson.loads(payload) == {"id": 1, **posted.json, "recipients": 1}
+
+
+def test_a_rejected_post_writes_no_event(client_with_events) -> None:
+    client, engine = client_with_events
+    assert (
+        client.simulate_post(
+            "/participant/42/outbound", json={"subject": "s", "story": "x"}
+        ).status_code
+        == 404
+    )
+    assert client.simulate_post("/participant/42/outbound", json={"subject": ""}).status_code == 400
+    assert outbox_rows(engine) == []
