@@ -126,10 +126,14 @@ class TansuBroker:
 
     def _create_topic(self, name: str, partitions: int) -> None:
         from kafka.admin import KafkaAdminClient, NewTopic
+        from kafka.errors import TopicAlreadyExistsError
 
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10000)
         try:
             admin.create_topics([NewTopic(name, partitions, 1)])
+        except TopicAlreadyExistsError:
+            # The admin client resends a request it thinks timed out; the first one may have landed.
+            pass
         finally:
             admin.close()
 
