@@ -53,6 +53,10 @@ class Feed:
         self._search = search
         self._listeners = tuple(listeners)
 
+    def check_database(self) -> None:
+        """Raise the driver's error unless the database answers a query now."""
+        self._store.ping()
+
     def create_participant(self, name: str) -> Participant:
         return self._store.create_participant(name)
 

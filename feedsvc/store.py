@@ -5,7 +5,16 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, bindparam, func, insert, select, union_all
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    union_all,
+)
 from sqlalchemy.engine import Engine
 
 from feedsvc.database import Reader, writer
@@ -81,6 +90,7 @@ _POSTS_AFTER = (
     .limit(bindparam("limit"))
 )
 _POST_COUNT = select(func.count()).select_from(outbound)
+_PING = select(literal(1))
 
 
 def _as_datetime(value: datetime | str) -> datetime:
@@ -105,12 +115,16 @@ class Store:
         self._inbound_page = self._reader.compile(_INBOUND_PAGE)
         self._posts_after = self._reader.compile(_POSTS_AFTER)
         self._post_count = self._reader.compile(_POST_COUNT)
+        self._ping = self._reader.compile(_PING)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """A write transaction: everything done on the connection commits together or not at all."""
         with self._writer.begin() as conn:
             yield conn
+
+    def ping(self) -> None:
+        self._reader.rows(self._ping, {})
 
     def create_participant(self, name: str) -> Participant:
         with self.transaction() as conn:

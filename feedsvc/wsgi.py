@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import falcon
 
+from feedsvc import metrics
 from feedsvc.app import create_app
 from feedsvc.config import Config
 from feedsvc.database import create_engine
@@ -24,6 +25,7 @@ class Service:
 
 def build_service(config: Config) -> Service:
     engine = create_engine(config)
+    metrics.watch_pool(engine)
     search = create_search(config, engine)
     listeners: list[PostListener] = []
     middleware: list[object] = []

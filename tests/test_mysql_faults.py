@@ -30,6 +30,7 @@ def assert_unavailable(result):
 
 def requests_of_every_kind(ada, bob):
     return [
+        ("GET", "/ready", None),
         ("GET", ada["link"], None),
         ("GET", f"{ada['link']}/friends", None),
         ("GET", f"{bob['link']}/inbound", None),
@@ -75,7 +76,10 @@ def test_database_down_answers_503_and_the_same_app_recovers(private_mariadb, st
     print(f"slowest 503 while the database was down: {slowest:.3f} s")
     assert slowest < HANG_DEADLINE_S
 
+    assert client.simulate_get("/health").status_code == 200  # alive, so nobody restarts it
+
     private_mariadb.start()
+    assert client.simulate_get("/ready").status_code == 200
     assert client.simulate_get(ada["link"]).status_code == 200
     assert client.simulate_get(f"{bob['link']}/inbound").json[0]["story"] == "a story"
     again = client.simulate_post(f"{ada['link']}/outbound", json={"subject": "s", "story": "back"})

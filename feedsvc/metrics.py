@@ -1,0 +1,100 @@
+"""Prometheus metrics every worker writes and /metrics sums: multiprocess mode under gunicorn.
+
+Under gunicorn, PROMETHEUS_MULTIPROC_DIR is set by config/gunicorn.conf.py before any worker imports
+this module, so each worker keeps its values in its own files there and a scrape of any worker
+reports the totals of all of them (dead workers' counters included).
+"""
+
+import os
+import re
+import time
+import uuid
+from functools import lru_cache
+from typing import Any
+
+import falcon
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+REQUESTS = Counter("feed_http_requests", "HTTP requests answered", ["route", "method", "status"])
+LATENCY = Histogram(
+    "feed_http_request_duration_seconds",
+    "Time from a request's arrival to its response, by route",
+    ["route", "method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+POOL_CHECKED_OUT = Gauge(
+    "feed_db_pool_checked_out",
+    "Database connections checked out of the workers' pools right now",
+    multiprocess_mode="livesum",
+)
+WORKER_EXITS = Counter("feed_worker_exits", "Worker processes that exited (restarts follow)")
+
+# Any route that matched no resource is counted under one label, so junk URLs cannot add series.
+UNMATCHED_ROUTE = "unmatched"
+REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_MAX_CHARS = 128
+_FIELD_CONVERTER = re.compile(r"\{(\w+):[^}]*\}")
+_REQUEST_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:")
+
+
+def request_id(offered: str | None) -> str:
+    """The client's id when it is a safe token (it reaches logs), else a fresh one."""
+    if offered and len(offered) <= REQUEST_ID_MAX_CHARS and _REQUEST_ID_CHARS.issuperset(offered):
+        return offered
+    return uuid.uuid4().hex
+
+
+@lru_cache(maxsize=64)
+def route_label(uri_template: str) -> str:
+    """The route as clients see it: `/participant/{participant_id}`, without converter details."""
+    return _FIELD_CONVERTER.sub(r"{\1}", uri_template)
+
+
+class RequestMetrics:
+    """Falcon middleware: tags each request with an id and counts and times it by route."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.metrics_started = time.perf_counter()
+        resp.set_header(REQUEST_ID_HEADER, request_id(req.get_header(REQUEST_ID_HEADER)))
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    ) -> None:
+        route = route_label(req.uri_template) if resource is not None else UNMATCHED_ROUTE
+        REQUESTS.labels(route, req.method, resp.status_code).inc()
+        started = req.context.get("metrics_started")
+        if started is not None:
+            LATENCY.labels(route, req.method).observe(time.perf_counter() - started)
+
+
+def watch_pool(engine: Engine) -> None:
+    """Track connections in use, to show a pool that is too small for the worker's concurrency."""
+    event.listen(engine, "checkout", lambda *_: POOL_CHECKED_OUT.inc())
+    event.listen(engine, "checkin", lambda *_: POOL_CHECKED_OUT.dec())
+
+
+def record_worker_exit(pid: int) -> None:
+    """Called by the gunicorn master when a worker exits: count it and drop its live gauges."""
+    WORKER_EXITS.inc()
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        multiprocess.mark_process_dead(pid)
+
+
+def exposition() -> tuple[bytes, str]:
+    """Every worker's metrics summed under gunicorn; this process's own otherwise."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry), CONTENT_TYPE_LATEST
