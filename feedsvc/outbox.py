@@ -4,7 +4,8 @@ A post's transaction calls `enqueue` for each sink that must hear of it (the sea
 event stream), so the post and that promise commit together. Each worker runs an `OutboxRelay`
 with one background thread per sink. Delivery is by lease: the worker holding a sink's row in
 `outbox_lease` (renewed while it works, released when the backlog is empty) delivers that sink's
-rows in id order, in batches, and deletes them only after the sink acknowledged the batch. Other
+rows in id order, in batches, and deletes them only after the sink acknowledged the batch; it
+renews the lease only every third of its period and keeps it through short idle gaps. Other
 workers stand by and take the lease when it is free or has expired (a dead worker), so rows are
 never stuck and two workers never race on the same rows. On failure the holder keeps the rows and
 the lease and retries with capped exponential backoff, which spares a failing sink. Delivery is at
@@ -44,6 +45,9 @@ DEFAULT_BATCH_SIZE = 500
 DEFAULT_LEASE_SECONDS = 30.0
 # How often an idle worker looks for rows it was not woken for (posts made by other workers).
 DEFAULT_POLL_SECONDS = 1.0
+# How long a drained sink's lease is kept before it is handed back: under steady posting the
+# holder keeps it, so a post costs one delete, not a take-and-release of the lease as well.
+DEFAULT_IDLE_RELEASE_SECONDS = 2.0
 DEFAULT_MIN_BACKOFF_SECONDS = 0.5
 DEFAULT_MAX_BACKOFF_SECONDS = 30.0
 # How often the backlog gauge is refreshed while a sink is being drained.
@@ -137,6 +141,7 @@ class OutboxRelay:
         batch_size: int = DEFAULT_BATCH_SIZE,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
+        idle_release_seconds: float = DEFAULT_IDLE_RELEASE_SECONDS,
         min_backoff_seconds: float = DEFAULT_MIN_BACKOFF_SECONDS,
         max_backoff_seconds: float = DEFAULT_MAX_BACKOFF_SECONDS,
     ) -> None:
@@ -149,6 +154,7 @@ class OutboxRelay:
                 _Lease(engine, sink.name, owner, timedelta(seconds=lease_seconds)),
                 batch_size=batch_size,
                 poll_seconds=poll_seconds,
+                idle_release_seconds=idle_release_seconds,
                 backoff=_Backoff(min_backoff_seconds, max_backoff_seconds),
             )
             for sink in sinks
@@ -216,14 +222,22 @@ class _Lease:
         self._sink = sink
         self._owner = owner
         self._duration = duration
+        self._renewed_at = 0.0
         self.held = False
 
     @property
     def renew_every(self) -> float:
         return self._duration.total_seconds() / 3
 
+    def ensure(self) -> bool:
+        """Hold the lease, writing to the database only to take it or when renewal is due."""
+        if self.held and time.monotonic() - self._renewed_at < self.renew_every:
+            return True
+        return self.acquire()
+
     def acquire(self) -> bool:
         """Take the lease if free or expired, or renew it if ours; False while another holds it."""
+        renewed_at = time.monotonic()
         now = utc_now()
         with self._engine.connect() as conn:
             current = conn.execute(_READ_LEASE, {"lease_sink": self._sink}).first()
@@ -245,6 +259,8 @@ class _Lease:
                     self.held = conn.execute(_TAKE_LEASE, params).rowcount == 1
         except IntegrityError:
             self.held = False  # another worker created the lease row first
+        if self.held:
+            self._renewed_at = renewed_at
         return self.held
 
     def release(self) -> None:
@@ -268,6 +284,7 @@ class _SinkDelivery:
         *,
         batch_size: int,
         poll_seconds: float,
+        idle_release_seconds: float,
         backoff: _Backoff,
     ) -> None:
         self._engine = engine
@@ -276,6 +293,8 @@ class _SinkDelivery:
         self._lease = lease
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
+        self._idle_release_seconds = idle_release_seconds
+        self._drained_at: float | None = None
         self._backoff = backoff
         self._backlog = BACKLOG.labels(sink.name)
         self._delivered = DELIVERED.labels(sink.name)
@@ -317,14 +336,12 @@ class _SinkDelivery:
         """Deliver at most one batch; returns how long to wait next and whether a wake cuts it."""
         if not self._lease.held and not self._has_rows():
             return self._poll_seconds, True
-        if not self._lease.acquire():
+        if not self._lease.ensure():
             return self._poll_seconds, True
         rows = self._next_batch()
         if not rows:
-            self._lease.release()
-            self._report_backlog(force=True)
-            # A row committed while we released may have had its wake refused: look once more.
-            return (0.0 if self._has_rows() else self._poll_seconds), True
+            return self._drained()
+        self._drained_at = None
         try:
             self._sink.deliver(rows)
         except Exception as error:
@@ -346,6 +363,19 @@ class _SinkDelivery:
         self._report_backlog()
         return 0.0, True
 
+    def _drained(self) -> tuple[float, bool]:
+        """Nothing to deliver: keep the lease for a while, then hand it to whoever posts next."""
+        now = time.monotonic()
+        if self._drained_at is None:
+            self._drained_at = now
+            self._report_backlog(force=True)
+        if now - self._drained_at < self._idle_release_seconds:
+            return min(self._poll_seconds, self._idle_release_seconds), True
+        self._drained_at = None
+        self._lease.release()
+        # A row committed while we released may have had its wake refused: look once more.
+        return (0.0 if self._has_rows() else self._poll_seconds), True
+
     def _wait(self, seconds: float, interruptible: bool) -> None:
         """Sleep, renewing a held lease; during a backoff new posts do not cut the wait short."""
         deadline = time.monotonic() + seconds
@@ -358,7 +388,7 @@ class _SinkDelivery:
                 if interruptible or self._stopping.is_set():
                     return
             elif self._lease.held:
-                self._lease.acquire()
+                self._lease.ensure()
 
     def _has_rows(self) -> bool:
         with self._engine.connect() as conn:
