@@ -27,8 +27,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
         413: "Body larger than FEED_MAX_BODY_BYTES",
         415: "A body that is not application/json",
         500: "Unexpected error (details are logged, never returned)",
+        503: "Database or search engine unavailable for now; retry after `Retry-After` seconds",
     }
-    return {str(status): _json(_ref("Error"), reasons[status]) for status in (*statuses, 500)}
+    return {str(status): _json(_ref("Error"), reasons[status]) for status in (*statuses, 500, 503)}
 
 
 _PARTICIPANT_ID = {
@@ -56,6 +57,11 @@ _NEXT_LINK = {
         "description": 'Present when more items exist: `<...?limit=N&before=CURSOR>; rel="next"`.',
         "schema": {"type": "string"},
     }
+}
+_STATUS = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {"status": {"type": "string"}},
 }
 _BODY_ERRORS = (400, 404, 405, 411, 413, 415)
 
@@ -172,6 +178,29 @@ DOCUMENT: dict[str, Any] = {
                 "responses": {
                     "200": _json({"type": "array", "items": _ref("Link")}, "Sender links"),
                     **_errors(400, 405),
+                },
+            }
+        },
+        "/health": {
+            "get": {
+                "summary": "Liveness: the worker answers; no I/O",
+                "responses": {"200": _json(_STATUS, "Alive")},
+            }
+        },
+        "/ready": {
+            "get": {
+                "summary": "Readiness: the database answers; 503 while it does not",
+                "responses": {"200": _json(_STATUS, "Ready for traffic"), **_errors()},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus text exposition, summed over all workers",
+                "responses": {
+                    "200": {
+                        "description": "Request counts and latencies by route, pool, outbox",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
                 },
             }
         },

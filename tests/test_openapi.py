@@ -21,6 +21,7 @@ OPERATIONS = {
 }
 # The document may describe itself too; the API operations above are what it must describe.
 SELF = ("/openapi.json", "get")
+OPERATIONS_ENDPOINTS = {("/health", "get"), ("/ready", "get"), ("/metrics", "get")}
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 
@@ -73,7 +74,13 @@ def test_every_operation_is_documented(document):
         if method in HTTP_METHODS
     }
 
-    assert documented - {SELF} == OPERATIONS
+    assert documented - {SELF} == OPERATIONS | OPERATIONS_ENDPOINTS
+
+
+@pytest.mark.parametrize(("path", "method"), sorted(OPERATIONS))
+def test_every_operation_documents_that_the_database_may_be_unavailable(document, path, method):
+    _, documented = operation(document, path, method)
+    assert "503" in documented["responses"]
 
 
 @pytest.mark.parametrize(("path", "method"), sorted(OPERATIONS))
@@ -110,6 +117,8 @@ def test_documented_schemas_match_real_responses(client, document):
         ("/participant/{id}/outbound", "get", client.simulate_get(f"{ada['link']}/outbound").json),
         ("/participant/{id}/inbound", "get", client.simulate_get(f"{bob['link']}/inbound").json),
         ("/outbound", "get", client.simulate_get("/outbound?keywords=apple").json),
+        ("/health", "get", client.simulate_get("/health").json),
+        ("/ready", "get", client.simulate_get("/ready").json),
     ]
 
     for path, method, body in checks:
