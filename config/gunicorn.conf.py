@@ -29,10 +29,10 @@ backlog = _config.backlog
 # --- Worker processes ----------------------------------------------------------------------
 # How many processes serve requests: the capacity knob (FEED_WORKERS).
 workers = _config.workers
-# meinheld (our fixed worker, feedsvc/workers.py), gthread or sync (FEED_WORKER_CLASS).
+# meinheld or gthread (fixed subclasses in feedsvc/workers/), or sync (FEED_WORKER_CLASS).
 worker_class = {
-    "meinheld": "feedsvc.workers.MeinheldWorker",
-    "gthread": "gthread",
+    "meinheld": "feedsvc.workers.meinheld_worker.MeinheldWorker",
+    "gthread": "feedsvc.workers.gthread_worker.ThreadWorker",
     "sync": "sync",
 }[_config.worker_class]
 # Requests a gthread worker serves at once; 1 for the others (FEED_THREADS).
