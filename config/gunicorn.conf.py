@@ -1,9 +1,15 @@
-"""gunicorn settings for feedsvc: the process model, every value from a FEED_* variable."""
+"""gunicorn settings for feedsvc: the process model, every tuned value from a FEED_* variable.
 
+Laid out like gunicorn's examples/example_config.py. Nothing here may import prometheus_client
+(directly or through feedsvc modules) before PROMETHEUS_MULTIPROC_DIR is set below: its metric
+values choose single- or multi-process storage when it is first imported.
+"""
+
+import os
 import sys
+from pathlib import Path
 
 from feedsvc.config import Config, ConfigError
-from feedsvc.database import init_db
 
 try:
     _config = Config.from_env()
@@ -11,24 +17,90 @@ except ConfigError as error:
     sys.exit(f"feedsvc: {error}")
 
 # --- The app -------------------------------------------------------------------------------
-# A factory call, so the app and its pools are built in each worker, after fork.
+# A factory call, so the app and its pools are built in each worker, after fork (no preload).
 wsgi_app = "feedsvc.wsgi:get_app()"
 
 # --- Server socket -------------------------------------------------------------------------
 # Address to listen on (FEED_BIND).
 bind = [_config.bind]
+# Connections the kernel queues while every worker is busy (FEED_BACKLOG).
+backlog = _config.backlog
 
 # --- Worker processes ----------------------------------------------------------------------
 # How many processes serve requests: the capacity knob (FEED_WORKERS).
 workers = _config.workers
+# meinheld or gthread (fixed subclasses in feedsvc/workers/), or sync (FEED_WORKER_CLASS).
+worker_class = {
+    "meinheld": "feedsvc.workers.meinheld_worker.MeinheldWorker",
+    "gthread": "feedsvc.workers.gthread_worker.ThreadWorker",
+    "sync": "sync",
+}[_config.worker_class]
+# Requests a gthread worker serves at once; 1 for the others (FEED_THREADS).
+threads = _config.concurrency
+# Seconds an idle keep-alive connection stays open (FEED_KEEPALIVE).
+keepalive = _config.keepalive_s
+# A worker silent this long (a request stuck in the app) is killed and replaced (FEED_TIMEOUT).
+timeout = _config.timeout_s
+# Seconds in-flight requests get to finish on TERM, HUP and recycling (FEED_GRACEFUL_TIMEOUT).
+graceful_timeout = _config.graceful_timeout_s
+# Recycle a worker after this many requests, bounding slow leaks; 0 never (FEED_MAX_REQUESTS).
+max_requests = _config.max_requests
+# Random extra requests per worker so they do not recycle together (FEED_MAX_REQUESTS_JITTER).
+max_requests_jitter = _config.max_requests_jitter
+# Heartbeat files on tmpfs: a slow or full disk must not make gunicorn kill healthy workers.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+# --- Security: request limits --------------------------------------------------------------
+# The longest request line: the longest URL (a 200-character search, percent-encoded) fits.
+limit_request_line = 4094
+# Header count and size; bodies are bounded by the app (FEED_MAX_BODY_BYTES, a JSON 413).
+limit_request_fields = 100
+limit_request_field_size = 8190
+
+# --- Control socket ------------------------------------------------------------------------
+# gunicornc's socket: per instance under systemd, else off so instances never collide.
+control_socket_disable = _config.control_socket is None
+if _config.control_socket is not None:
+    control_socket = str(_config.control_socket)
 
 # --- Logging -------------------------------------------------------------------------------
 # Error log verbosity (FEED_LOG_LEVEL).
 loglevel = _config.log_level
+# Access log on stdout, one JSON object per request (the journal keeps stdout under systemd).
+accesslog = "-"
+# Method, path, status, duration in ms and the X-Request-ID the app returned.
+access_log_format = (
+    '{"method": "%(m)s", "path": "%(U)s", "status": %(s)s,'
+    ' "duration_ms": %(M)s, "bytes": "%(b)s", "request_id": "%({x-request-id}o)s"}'
+)
+# Escapes every logged value as JSON, so any path or header still gives a valid line.
+logger_class = "feedsvc.access_log.JsonAccessLogger"
+
+# --- Metrics -------------------------------------------------------------------------------
+# Prometheus multiprocess files of all workers, read by /metrics (FEED_METRICS_DIR).
+_config.metrics_dir.mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_config.metrics_dir)
 
 
 # --- Server hooks --------------------------------------------------------------------------
 def on_starting(server):
-    """The embedded default needs no set-up step: create its schema before the first worker."""
+    """Once, in the master: stale metrics out, the fallback said, the embedded schema made."""
+    for stale in Path(_config.metrics_dir).glob("*.db"):
+        stale.unlink()
+    if _config.worker_class_fell_back:
+        server.log.warning(
+            "meinheld is not installed: serving with gunicorn's gthread worker instead"
+        )
     if _config.is_sqlite:
+        # Imported here, after PROMETHEUS_MULTIPROC_DIR is set. init_db disposes its engine,
+        # so the master holds no database connection when it forks.
+        from feedsvc.database import init_db
+
         init_db(_config)
+
+
+def child_exit(server, worker):
+    """A worker is gone: its live gauges must stop counting in /metrics."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 import re
 from collections.abc import Mapping
@@ -16,8 +18,27 @@ DEFAULT_DATA_DIR = "data"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_BIND = "127.0.0.1:8080"
 DEFAULT_LOG_LEVEL = "info"
-# MySQL/MariaDB connection pool, per worker process (SQLite ignores these).
-DEFAULT_DB_POOL_SIZE = 5
+# The process model (config/gunicorn.conf.py). meinheld when importable, else the fallback.
+WORKER_CLASSES = ("meinheld", "gthread", "sync")
+FALLBACK_WORKER_CLASS = "gthread"
+# Requests a gthread worker serves at once; meinheld and sync serve one at a time.
+DEFAULT_THREADS = 4
+# gunicorn's default listen queue: bursts wait in the kernel instead of being refused.
+DEFAULT_BACKLOG = 2048
+# Idle keep-alive connections are closed after this; above a proxy's usual 2-4 s reuse window.
+DEFAULT_KEEPALIVE_S = 5
+# A request (and a silent worker) older than this gets its worker killed and replaced.
+DEFAULT_TIMEOUT_S = 30
+MIN_TIMEOUT_S = 2
+# In-flight requests get this long to finish on TERM, HUP and worker recycling.
+DEFAULT_GRACEFUL_TIMEOUT_S = 30
+# Each worker is replaced after about this many requests, which bounds slow leaks; the jitter
+# spreads the restarts so workers never recycle all at once.
+DEFAULT_MAX_REQUESTS = 10_000
+DEFAULT_MAX_REQUESTS_JITTER = 1_000
+CONTROL_SOCKET_OFF = "off"
+# MySQL/MariaDB connection pool, per worker process (SQLite ignores these). The pool size
+# defaults to what one worker can use at once (see Config.default_db_pool_size).
 DEFAULT_DB_MAX_OVERFLOW = 5
 DEFAULT_DB_POOL_TIMEOUT_S = 2.0
 DEFAULT_DB_POOL_RECYCLE_S = 1800
@@ -47,6 +68,41 @@ def default_workers() -> int:
     return 2 * (os.cpu_count() or 1) + 1
 
 
+@functools.cache
+def meinheld_available() -> bool:
+    """Whether the meinheld C server loads here (it is an optional, separately built extra)."""
+    try:
+        importlib.import_module("meinheld.server")
+    except ImportError:
+        return False
+    return True
+
+
+def default_worker_class() -> str:
+    return "meinheld" if meinheld_available() else FALLBACK_WORKER_CLASS
+
+
+def runtime_directory(environ: Mapping[str, str]) -> Path | None:
+    """systemd's RuntimeDirectory= (a per-instance tmpfs directory), when running under it."""
+    runtime_dir = environ.get("RUNTIME_DIRECTORY", "").strip()
+    return Path(runtime_dir.split(":")[0]) if runtime_dir else None
+
+
+def default_metrics_dir(environ: Mapping[str, str], data_dir: Path) -> Path:
+    runtime_dir = runtime_directory(environ)
+    return (runtime_dir or data_dir) / "metrics"
+
+
+def control_socket_path(value: str, environ: Mapping[str, str]) -> Path | None:
+    """A path, `off`, or unset: the runtime directory, else none, so instances never collide."""
+    if value.lower() == CONTROL_SOCKET_OFF:
+        return None
+    if value:
+        return Path(value)
+    runtime_dir = runtime_directory(environ)
+    return runtime_dir / "gunicorn.ctl" if runtime_dir else None
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything the service reads from its environment, already validated."""
@@ -56,10 +112,25 @@ class Config:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     bind: str = DEFAULT_BIND
     workers: int = field(default_factory=default_workers)
+    worker_class: str = field(default_factory=default_worker_class)
+    # True when FEED_WORKER_CLASS was unset and meinheld did not load: the master says so once.
+    worker_class_fell_back: bool = False
+    threads: int = DEFAULT_THREADS
+    backlog: int = DEFAULT_BACKLOG
+    keepalive_s: int = DEFAULT_KEEPALIVE_S
+    timeout_s: int = DEFAULT_TIMEOUT_S
+    graceful_timeout_s: int = DEFAULT_GRACEFUL_TIMEOUT_S
+    max_requests: int = DEFAULT_MAX_REQUESTS
+    max_requests_jitter: int = DEFAULT_MAX_REQUESTS_JITTER
+    # Prometheus multiprocess files; None: <data_dir>/metrics.
+    metrics_dir: Path | None = None
+    # gunicorn's control socket (gunicornc); None: no control socket.
+    control_socket: Path | None = None
     log_level: str = DEFAULT_LOG_LEVEL
     # Kept out of the URL and of repr() so it never reaches a unit file, a command line or a log.
     database_password: str | None = field(default=None, repr=False)
-    db_pool_size: int = DEFAULT_DB_POOL_SIZE
+    # None: Config.default_db_pool_size, what one worker can use at once.
+    db_pool_size: int | None = None
     db_max_overflow: int = DEFAULT_DB_MAX_OVERFLOW
     db_pool_timeout_s: float = DEFAULT_DB_POOL_TIMEOUT_S
     db_pool_recycle_s: int = DEFAULT_DB_POOL_RECYCLE_S
@@ -77,20 +148,47 @@ class Config:
         if not self.database_url:
             sqlite_url = f"sqlite:///{self.data_dir.resolve() / 'feed.db'}"
             object.__setattr__(self, "database_url", sqlite_url)
+        if self.metrics_dir is None:
+            object.__setattr__(self, "metrics_dir", self.data_dir / "metrics")
+        if self.db_pool_size is None:
+            object.__setattr__(self, "db_pool_size", self.default_db_pool_size)
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
+    @property
+    def concurrency(self) -> int:
+        """Requests one worker serves at once: its threads under gthread, else one."""
+        return self.threads if self.worker_class == "gthread" else 1
+
+    @property
+    def relay_threads(self) -> int:
+        """The worker's outbox relay threads, one per sink (search index, Kafka events)."""
+        return int(bool(self.search_urls)) + int(bool(self.kafka_bootstrap))
+
+    @property
+    def default_db_pool_size(self) -> int:
+        """A connection per concurrent request plus one per relay thread, which each hold one."""
+        return self.concurrency + self.relay_threads
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Config:
         env = _Env(environ)
         password = env.secret("FEED_DATABASE_PASSWORD", "FEED_DATABASE_PASSWORD_FILE")
+        data_dir = Path(env.text("FEED_DATA_DIR", DEFAULT_DATA_DIR))
+        worker_class_set = bool(env.text("FEED_WORKER_CLASS", ""))
+        worker_class = env.choice("FEED_WORKER_CLASS", default_worker_class(), WORKER_CLASSES)
+        if worker_class == "meinheld" and not meinheld_available():
+            raise ConfigError(
+                "FEED_WORKER_CLASS is meinheld, but meinheld is not installed (see scripts/setup)"
+            )
         return cls(
-            data_dir=Path(env.text("FEED_DATA_DIR", DEFAULT_DATA_DIR)),
+            data_dir=data_dir,
             database_url=env.database_url("FEED_DATABASE_URL", has_password=password is not None),
             database_password=password,
-            db_pool_size=env.integer("FEED_DB_POOL_SIZE", DEFAULT_DB_POOL_SIZE, minimum=1),
+            # 0 only when unset: the pool then follows the worker's concurrency.
+            db_pool_size=env.integer("FEED_DB_POOL_SIZE", 0, minimum=1) or None,
             db_max_overflow=env.integer("FEED_DB_MAX_OVERFLOW", DEFAULT_DB_MAX_OVERFLOW),
             db_pool_timeout_s=env.number(
                 "FEED_DB_POOL_TIMEOUT", DEFAULT_DB_POOL_TIMEOUT_S, minimum=0.001
@@ -107,6 +205,24 @@ class Config:
             max_body_bytes=env.integer("FEED_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1),
             bind=env.text("FEED_BIND", DEFAULT_BIND),
             workers=env.integer("FEED_WORKERS", default_workers(), minimum=1),
+            worker_class=worker_class,
+            worker_class_fell_back=not worker_class_set and not meinheld_available(),
+            threads=env.integer("FEED_THREADS", DEFAULT_THREADS, minimum=1),
+            backlog=env.integer("FEED_BACKLOG", DEFAULT_BACKLOG, minimum=1),
+            keepalive_s=env.integer("FEED_KEEPALIVE", DEFAULT_KEEPALIVE_S, minimum=1),
+            # meinheld's loop beats the heartbeat about once a second: 1 s would kill idle workers.
+            timeout_s=env.integer("FEED_TIMEOUT", DEFAULT_TIMEOUT_S, minimum=MIN_TIMEOUT_S),
+            graceful_timeout_s=env.integer(
+                "FEED_GRACEFUL_TIMEOUT", DEFAULT_GRACEFUL_TIMEOUT_S, minimum=1
+            ),
+            max_requests=env.integer("FEED_MAX_REQUESTS", DEFAULT_MAX_REQUESTS),
+            max_requests_jitter=env.integer(
+                "FEED_MAX_REQUESTS_JITTER", DEFAULT_MAX_REQUESTS_JITTER
+            ),
+            metrics_dir=Path(
+                env.text("FEED_METRICS_DIR", str(default_metrics_dir(environ, data_dir)))
+            ),
+            control_socket=control_socket_path(env.text("FEED_CONTROL_SOCKET", ""), environ),
             log_level=env.choice("FEED_LOG_LEVEL", DEFAULT_LOG_LEVEL, LOG_LEVELS),
             kafka_bootstrap=env.host_ports("FEED_KAFKA_BOOTSTRAP"),
             kafka_perf_topic=env.pattern(

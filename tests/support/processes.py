@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -17,10 +18,14 @@ from typing import IO, Any
 import orjson
 import pytest
 
+from tests.support.worker_app import WORKER_PID_HEADER
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 GUNICORN_CONFIG = REPO_ROOT / "config" / "gunicorn.conf.py"
 READY_PATH = "/openapi.json"
+# The real service plus test-only extras (worker pid header, slow route): support/worker_app.py.
+WORKER_APP = "tests.support.worker_app:get_app()"
 START_DEADLINE_SECONDS = 60.0
 STOP_DEADLINE_SECONDS = 60.0
 
@@ -76,20 +81,35 @@ class GunicornServer:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def data_dir(self) -> Path:
+        """FEED_DATA_DIR unless the test gave another one."""
+        return self.log_path.parent / "data"
+
+    @property
     def pid(self) -> int:
         """The master's pid."""
         assert self._process is not None, "server not started"
         return self._process.pid
 
-    def start(self, env: Mapping[str, str], workers: int = 2) -> None:
-        """Launch gunicorn as production does; inherited FEED_* variables never leak in."""
-        environ = {key: value for key, value in os.environ.items() if not key.startswith("FEED_")}
+    def start(self, env: Mapping[str, str], workers: int = 2, app: str | None = None) -> None:
+        """Launch gunicorn as production does; inherited FEED_* variables never leak in.
+
+        `app` replaces the config's wsgi_app (a test-only app such as WORKER_APP).
+        """
+        environ = {
+            key: value
+            for key, value in os.environ.items()
+            # RUNTIME_DIRECTORY (systemd) would give every instance the same control socket.
+            if not key.startswith("FEED_") and key != "RUNTIME_DIRECTORY"
+        }
         environ.update(env)
+        # Its own data (and metrics) directory unless the test gives one.
+        environ.setdefault("FEED_DATA_DIR", str(self.data_dir))
         environ["FEED_WORKERS"] = str(workers)
         environ["FEED_BIND"] = f"127.0.0.1:{self.port}"
         self._log = self.log_path.open("ab")
         self._process = subprocess.Popen(
-            [str(GUNICORN), "--config", str(GUNICORN_CONFIG), "--no-control-socket"],
+            [str(GUNICORN), "--config", str(GUNICORN_CONFIG), *([app] if app else [])],
             cwd=REPO_ROOT,
             env=environ,
             stdin=subprocess.DEVNULL,
@@ -130,6 +150,10 @@ class GunicornServer:
     def signal(self, signum: signal.Signals) -> None:
         os.kill(self.pid, signum)
 
+    def signal_worker(self, worker: int, signum: signal.Signals) -> None:
+        assert worker in self.worker_pids(), f"{worker} is not one of this master's workers"
+        os.kill(worker, signum)
+
     def stop(self, deadline: float = STOP_DEADLINE_SECONDS) -> int:
         """Graceful shutdown with SIGTERM; returns gunicorn's exit code (killed if it hangs)."""
         assert self._process is not None, "server not started"
@@ -169,6 +193,53 @@ class GunicornServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+class ClientLoop:
+    """Client threads sending requests on fresh connections until stopped, tallying outcomes."""
+
+    def __init__(self, server: GunicornServer, path: str, clients: int = 4) -> None:
+        self._server = server
+        self._path = path
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self.served_by: set[str] = set()
+        self.successes = 0
+        self.failures: list[str] = []
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def __enter__(self) -> ClientLoop:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(STOP_DEADLINE_SECONDS)
+
+    def wait_for_successes(self, count: int, deadline: float = START_DEADLINE_SECONDS) -> None:
+        """Block until `count` more requests succeeded than now; fail past the deadline."""
+        target = self.successes + count
+        give_up = time.monotonic() + deadline
+        while self.successes < target:
+            if time.monotonic() > give_up:
+                pytest.fail(f"only {self.successes}/{target} successes: {self.failures[:5]}")
+            time.sleep(0.05)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                response = self._server.request("GET", self._path)
+                outcome = None if response.status == 200 else f"HTTP {response.status}"
+            except (OSError, http.client.HTTPException) as error:
+                response, outcome = None, repr(error)
+            with self._lock:
+                if outcome is None and response is not None:
+                    self.successes += 1
+                    self.served_by.add(response.headers.get(WORKER_PID_HEADER, "?"))
+                else:
+                    self.failures.append(outcome or "?")
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Our gunicorn worker classes: meinheld and gthread with their supervision defects fixed."""
