@@ -100,7 +100,7 @@ def on_starting(server):
 
 
 def child_exit(server, worker):
-    """A worker is gone: its live gauges must stop counting in /metrics."""
-    from prometheus_client import multiprocess
+    """A worker is gone: count it, and its live gauges must stop counting in /metrics."""
+    from feedsvc.metrics import record_worker_exit
 
-    multiprocess.mark_process_dead(worker.pid)
+    record_worker_exit(worker.pid)

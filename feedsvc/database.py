@@ -134,7 +134,11 @@ def init_db(config: Config) -> None:
         with engine.begin() as conn:
             metadata.create_all(conn)
             _create_missing_indexes(conn)
-        create_search(config, engine).create_schema()
+        search = create_search(config, engine)
+        try:
+            search.create_schema()
+        finally:
+            search.close()
     finally:
         engine.dispose()
 

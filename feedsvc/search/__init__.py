@@ -45,6 +45,9 @@ class SearchBackend(Protocol):
     def create_schema(self) -> None:
         """Create the index structures if missing (run by init-db, never per request)."""
 
+    def close(self) -> None:
+        """Release connections of its own, so init-db in the gunicorn master leaves none to fork."""
+
     def index_post(self, conn: Connection, post: Post) -> None:
         """Index (or durably queue for indexing) a post inside the post's own transaction."""
 

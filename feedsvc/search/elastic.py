@@ -156,6 +156,9 @@ class ElasticSearch:
             # Start-up must not depend on the cluster: the relay creates the index when it returns.
             log.warning("search: Elasticsearch unreachable, index not created yet: %s", error)
 
+    def close(self) -> None:
+        self._index.client.close()
+
     def index_post(self, conn: Connection, post: Post) -> None:
         enqueue(conn, SINK_NAME, document(post), key=str(post.id))
 

@@ -35,6 +35,9 @@ class EmbeddedSearch:
         with self._engine.begin() as conn:
             conn.execute(_CREATE)
 
+    def close(self) -> None:
+        """Nothing of its own to close: it works through the feed's database engine."""
+
     def index_post(self, conn: Connection, post: Post) -> None:
         conn.execute(_INDEX, {"id": post.id, "story": post.story})
 

@@ -41,6 +41,9 @@ class FulltextSearch:
                 conn.execute(_WITHOUT_STOPWORDS)
                 conn.execute(_CREATE)
 
+    def close(self) -> None:
+        """Nothing of its own to close: it works through the feed's database engine."""
+
     def index_post(self, conn: Connection, post: Post) -> None:
         """Nothing to do: InnoDB updates the FULLTEXT index when the post's transaction commits."""
 

@@ -23,7 +23,7 @@ from tests.support.worker_app import WORKER_PID_HEADER
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 GUNICORN_CONFIG = REPO_ROOT / "config" / "gunicorn.conf.py"
-READY_PATH = "/openapi.json"
+READY_PATH = "/ready"
 # The real service plus test-only extras (worker pid header, slow route): support/worker_app.py.
 WORKER_APP = "tests.support.worker_app:get_app()"
 START_DEADLINE_SECONDS = 60.0
