@@ -6,4 +6,5 @@ pytest_plugins: list[str] = [
     "tests.support.mysql",
     "tests.support.elastic",
     "tests.support.kafka",
+    "tests.support.systemd",
 ]
