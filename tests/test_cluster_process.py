@@ -59,7 +59,7 @@ def test_hup_reloads_workers_without_failing_a_request(gunicorn_server, worker_c
     start(gunicorn_server, worker_class, workers=2)
     old_workers = set(gunicorn_server.worker_pids())
 
-    with ClientLoop(gunicorn_server, "/openapi.json") as clients:
+    with ClientLoop(gunicorn_server.port) as clients:
         clients.wait_for_successes(50)
         gunicorn_server.signal(signal.SIGHUP)
         wait_until(
@@ -110,7 +110,7 @@ def test_killed_worker_is_replaced_and_only_its_requests_fail(gunicorn_server, w
     start(gunicorn_server, worker_class, workers=2)
     victim, survivor = gunicorn_server.worker_pids()
 
-    with ClientLoop(gunicorn_server, "/openapi.json", clients=4) as clients:
+    with ClientLoop(gunicorn_server.port, clients=4) as clients:
         clients.wait_for_successes(50)
         gunicorn_server.signal_worker(victim, signal.SIGKILL)
         wait_until(

@@ -5,20 +5,9 @@ import re
 import pytest
 
 from tests.support.api import create_participant
+from tests.support.prometheus import sample
 
 REQUEST_ID = re.compile(r"[0-9a-f]{32}")
-
-
-def sample(metrics_text, name, **labels):
-    """The value of one series in a Prometheus text exposition, 0 when it is absent."""
-    for line in metrics_text.splitlines():
-        series, _, value = line.rpartition(" ")
-        if not series.startswith(name + "{") and series != name:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', series))
-        if all(found.get(key) == str(wanted) for key, wanted in labels.items()):
-            return float(value)
-    return 0.0
 
 
 def test_health_and_ready_answer_json(client):

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from feedsvc.config import Config
 from tests.support.processes import (
     READY_PATH,
     REPO_ROOT,
     START_DEADLINE_SECONDS,
+    ClientLoop,
     child_pids,
     free_port,
 )
@@ -25,7 +27,6 @@ from tests.support.systemd import (
     SOCKET_UNIT,
     TEST_VENV,
     BootedContainer,
-    ClientLoop,
     UnitServer,
     env_file_assignments,
     exec_reload_signal,
@@ -88,6 +89,14 @@ def test_env_example_documents_every_setting_once() -> None:
     assert set(FEED_NAMES.findall(code)) <= set(documented)
 
 
+def test_env_example_shows_the_real_defaults() -> None:
+    """Uncommenting a documented default must change nothing (the data dir is the unit's own)."""
+    shown = dict(re.findall(r"^#(FEED_[A-Z_]+)=(.+)$", ENV_EXAMPLE.read_text(), re.MULTILINE))
+    shown.pop("FEED_DATA_DIR")
+    assert len(shown) > 10, "the check would prove little"
+    assert Config.from_env(shown) == Config.from_env({})
+
+
 def start_as_the_unit(tmp_path: Path, server: UnitServer) -> Path:
     """Run the unit's ExecStart with the example env and what systemd adds; returns /run/feedsvc."""
     runtime_dir = tmp_path / "run" / "feedsvc"
@@ -100,8 +109,6 @@ def start_as_the_unit(tmp_path: Path, server: UnitServer) -> Path:
         "FEED_DATA_DIR": str(data_dir),
         "RUNTIME_DIRECTORY": str(runtime_dir),
         "STATE_DIRECTORY": str(data_dir),
-        # gunicorn's control socket falls back to $XDG_RUNTIME_DIR until FEED_CONTROL_SOCKET exists.
-        "XDG_RUNTIME_DIR": str(runtime_dir),
         "FEED_WORKERS": "2",
     }
     server.start_command(mapped_exec_start(runtime_dir.parent), env)
@@ -135,7 +142,7 @@ def test_exec_reload_replaces_workers_without_a_failed_request(
         unit_server.wait_ready(workers=2)
         clients.wait_for_successes(50)
 
-    assert clients.failures == {}
+    assert clients.failures == []
     assert not set(unit_server.worker_pids()) & old_workers
     assert unit_server.stop() == 0
 
@@ -188,7 +195,7 @@ def test_install_reload_restart_uninstall_on_a_booted_systemd(
         clients.wait_for_successes(50)
         container.run(install)
         clients.wait_for_successes(50)
-    assert clients.failures == {}
+    assert clients.failures == []
     assert not installed_pids(container) & workers
 
     # systemd holds the socket, so even a full restart refuses no connection.
@@ -196,7 +203,7 @@ def test_install_reload_restart_uninstall_on_a_booted_systemd(
         clients.wait_for_successes(50)
         container.run("systemctl restart feedsvc.service")
         clients.wait_for_successes(50)
-    assert clients.failures == {}
+    assert clients.failures == []
 
     container.run(f"{REPO_ROOT}/scripts/uninstall")
     container.run("test -e /var/lib/feedsvc/feed.db && test -e /etc/feedsvc/feedsvc.env")

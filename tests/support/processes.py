@@ -67,6 +67,22 @@ class HttpResponse:
         return orjson.loads(self.body)
 
 
+def request(port: int, method: str, path: str, body: Any = None) -> HttpResponse:
+    """One HTTP request to 127.0.0.1 on a fresh connection; a body is sent as JSON."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {}
+        payload = None
+        if body is not None:
+            payload = orjson.dumps(body)
+            headers["Content-Type"] = "application/json"
+        connection.request(method, path, body=payload, headers=headers)
+        response = connection.getresponse()
+        return HttpResponse(response.status, response.headers, response.read())
+    finally:
+        connection.close()
+
+
 class GunicornServer:
     """One gunicorn master running config/gunicorn.conf.py on a free port, with its workers."""
 
@@ -133,19 +149,7 @@ class GunicornServer:
         return child_pids(self.pid)
 
     def request(self, method: str, path: str, body: Any = None) -> HttpResponse:
-        """One HTTP request on a fresh connection; a body is sent as JSON."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            headers = {}
-            payload = None
-            if body is not None:
-                payload = orjson.dumps(body)
-                headers["Content-Type"] = "application/json"
-            connection.request(method, path, body=payload, headers=headers)
-            response = connection.getresponse()
-            return HttpResponse(response.status, response.headers, response.read())
-        finally:
-            connection.close()
+        return request(self.port, method, path, body)
 
     def signal(self, signum: signal.Signals) -> None:
         os.kill(self.pid, signum)
@@ -198,8 +202,8 @@ class GunicornServer:
 class ClientLoop:
     """Client threads sending requests on fresh connections until stopped, tallying outcomes."""
 
-    def __init__(self, server: GunicornServer, path: str, clients: int = 4) -> None:
-        self._server = server
+    def __init__(self, port: int, path: str = READY_PATH, clients: int = 4) -> None:
+        self._port = port
         self._path = path
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -230,7 +234,7 @@ class ClientLoop:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                response = self._server.request("GET", self._path)
+                response = request(self._port, "GET", self._path)
                 outcome = None if response.status == 200 else f"HTTP {response.status}"
             except (OSError, http.client.HTTPException) as error:
                 response, outcome = None, repr(error)

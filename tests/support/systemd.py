@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
 import shlex
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
 import pytest
 
-from tests.support.processes import READY_PATH, REPO_ROOT, GunicornServer, child_pids
+from tests.support.processes import REPO_ROOT, GunicornServer, child_pids
 
 SYSTEMD_DIR = REPO_ROOT / "systemd"
 SERVICE_UNIT = SYSTEMD_DIR / "feedsvc.service"
@@ -103,63 +99,6 @@ def unit_server(tmp_path: Path) -> Iterator[UnitServer]:
         yield server
     finally:
         server.kill()
-
-
-class ClientLoop:
-    """Threads requesting READY_PATH on fresh connections until stopped, counting outcomes."""
-
-    def __init__(self, port: int, threads: int = 4) -> None:
-        self.port = port
-        self.outcomes: Counter[str] = Counter()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    @property
-    def succeeded(self) -> int:
-        return self.outcomes["200"]
-
-    @property
-    def failures(self) -> dict[str, int]:
-        return {outcome: count for outcome, count in self.outcomes.items() if outcome != "200"}
-
-    def __enter__(self) -> ClientLoop:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-
-    def wait_for_successes(self, count: int, deadline: float = 60.0) -> None:
-        """Block until `count` more requests succeeded, so the loop spans what comes next."""
-        target = self.succeeded + count
-        give_up = time.monotonic() + deadline
-        while self.succeeded < target and time.monotonic() < give_up:
-            time.sleep(0.05)
-        assert self.succeeded >= target, f"the client loop stalled: {dict(self.outcomes)}"
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-            try:
-                connection.request("GET", READY_PATH)
-                response = connection.getresponse()
-                response.read()
-                outcome = str(response.status)
-            except OSError as error:
-                outcome = type(error).__name__
-            finally:
-                connection.close()
-            with self._lock:
-                self.outcomes[outcome] += 1
 
 
 class BootedContainer:
