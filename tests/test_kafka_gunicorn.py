@@ -53,7 +53,7 @@ def test_every_worker_publishes_perf_records_and_posts_become_events(
             break
 
     assert set(pids) == workers, f"records by pid {pids}, workers {workers}"
-    # One record per API request (the readiness probe reads /openapi.json: not an API request).
+    # One record per API request (the readiness probe reads /ready: not an API request).
     assert len(records) == requests
     post_records = [r for r in records if r.value.split(b"|")[5:7] == [b"outbound", b"post"]]
     assert len(post_records) == posts
