@@ -68,12 +68,7 @@ if _config.control_socket is not None:
 loglevel = _config.log_level
 # Access log on stdout, one JSON object per request (the journal keeps stdout under systemd).
 accesslog = "-"
-# Method, path, status, duration in ms and the X-Request-ID the app returned.
-access_log_format = (
-    '{"method": "%(m)s", "path": "%(U)s", "status": %(s)s,'
-    ' "duration_ms": %(M)s, "bytes": "%(b)s", "request_id": "%({x-request-id}o)s"}'
-)
-# Escapes every logged value as JSON, so any path or header still gives a valid line.
+# Access lines as JSON: time, worker pid, method, path, status, duration_ms, bytes, request_id.
 logger_class = "feedsvc.access_log.JsonAccessLogger"
 
 # --- Metrics -------------------------------------------------------------------------------

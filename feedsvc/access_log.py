@@ -1,25 +1,36 @@
-"""gunicorn's logger with access-log values escaped for JSON, so every line parses."""
+"""gunicorn's logger, with access lines written as JSON objects by orjson: valid whatever the path
+holds, and several times cheaper than gunicorn's format-string atoms on every request."""
 
+import os
+import time
+from datetime import timedelta
 from typing import Any
 
 import orjson
-from gunicorn.glogging import Logger, SafeAtoms
+from gunicorn.glogging import Logger
 
-
-class JsonAtoms(SafeAtoms):
-    """Atoms as the inside of a JSON string: quotes, backslashes and control characters escaped."""
-
-    def __init__(self, atoms: dict[str, Any]) -> None:
-        dict.__init__(self, {key: _json_text(value) for key, value in atoms.items()})
-
-
-def _json_text(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    return orjson.dumps(value)[1:-1].decode()
+# The header feedsvc.metrics sets. Not imported from there: this module loads in the gunicorn
+# master, which must not create metric files before on_starting wipes the metrics directory.
+_REQUEST_ID = "x-request-id"
 
 
 class JsonAccessLogger(Logger):
-    """The stock gunicorn logger; only the escaping of access-log values differs."""
+    """The stock gunicorn logger (files, syslog, reopen on USR1); only access lines differ."""
 
-    atoms_wrapper_class = JsonAtoms
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
+        if not self.access_log_enabled:
+            return
+        status = resp.status
+        line = {
+            "ts": round(time.time(), 3),
+            "pid": os.getpid(),
+            "method": environ.get("REQUEST_METHOD"),
+            "path": environ.get("PATH_INFO"),
+            "status": int(status.split(None, 1)[0]) if isinstance(status, str) else status,
+            "duration_ms": round(request_time.total_seconds() * 1000, 3),
+            "bytes": getattr(resp, "sent", None),
+            "request_id": next(
+                (value for name, value in resp.headers if name.lower() == _REQUEST_ID), None
+            ),
+        }
+        self.access_log.info(orjson.dumps(line).decode())

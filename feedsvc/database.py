@@ -3,6 +3,7 @@
 import functools
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
@@ -100,12 +101,17 @@ class Reader:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._dbapi_error = engine.dialect.loaded_dbapi.Error
+        # SQLite is a local file, with nothing to ping, recycle or reconnect: each thread keeps
+        # a connection of its own for reads and skips the pool's checkout and checkin.
+        self._thread_local = threading.local() if engine.dialect.name == "sqlite" else None
 
     def compile(self, statement: Executable) -> CompiledQuery:
         return CompiledQuery(self._engine, statement)
 
     def rows(self, query: CompiledQuery, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         values = query.values(params)
+        if self._thread_local is not None:
+            return self._rows_on_thread_connection(query.sql, values)
         try:
             conn = self._engine.raw_connection()
         except self._dbapi_error as error:
@@ -123,6 +129,23 @@ class Reader:
             raise DBAPIError.instance(query.sql, values, error, self._dbapi_error) from error
         finally:
             conn.close()
+
+    def _rows_on_thread_connection(self, sql: str, values: list[Any]) -> list[tuple[Any, ...]]:
+        try:
+            connection = self._thread_local.connection
+        except AttributeError:
+            pooled = self._engine.raw_connection()
+            pooled.detach()
+            connection = self._thread_local.connection = pooled.dbapi_connection
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(sql, values)
+                return cursor.fetchall()
+            finally:
+                cursor.close()
+        except self._dbapi_error as error:
+            raise DBAPIError.instance(sql, values, error, self._dbapi_error) from error
 
 
 def init_db(config: Config) -> None:

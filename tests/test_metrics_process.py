@@ -26,7 +26,11 @@ def scrape(server: GunicornServer) -> tuple[str, str]:
 
 def requests_total(metrics_text: str, route: str, method: str) -> float:
     return sample(
-        metrics_text, "feed_http_requests_total", route=route, method=method, status="200"
+        metrics_text,
+        "feed_http_request_duration_seconds_count",
+        route=route,
+        method=method,
+        status="200",
     )
 
 

@@ -51,15 +51,20 @@ def test_metrics_count_requests_by_route_and_status(client):
 
     def delta(route, status, method="GET"):
         labels = {"route": route, "method": method, "status": status}
-        return sample(after, "feed_http_requests_total", **labels) - sample(
-            before, "feed_http_requests_total", **labels
+        return sample(after, "feed_http_request_duration_seconds_count", **labels) - sample(
+            before, "feed_http_request_duration_seconds_count", **labels
         )
 
     assert delta("/participant", 200, "POST") == 1
     assert delta("/participant/{participant_id}", 200) == 1
     assert delta("/participant/{participant_id}", 404) == 1
     assert delta("unmatched", 404) == 1
-    latency = "feed_http_request_duration_seconds_count"
-    route = {"route": "/participant/{participant_id}", "method": "GET"}
-    assert sample(after, latency, **route) - sample(before, latency, **route) == 2
+    slow = {
+        "route": "/participant/{participant_id}",
+        "method": "GET",
+        "status": "200",
+        "le": "+Inf",
+    }
+    bucket = "feed_http_request_duration_seconds_bucket"
+    assert sample(after, bucket, **slow) - sample(before, bucket, **slow) == 1
     assert "feed_db_pool_checked_out" in after

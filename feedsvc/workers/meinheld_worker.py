@@ -99,7 +99,11 @@ class MeinheldWorker(Worker):
 
 def _blocking_client(environ: dict[str, Any], send_timeout: bytes) -> socket.socket:
     """The request's connection, switched to blocking writes; detach() it, never close it."""
-    client = socket.socket(fileno=environ["meinheld.client"].get_fd())
+    # Family and type given, not probed (three getsockopt calls a request): the object is only
+    # used to set blocking mode and a socket option, which mean the same for every family.
+    client = socket.socket(
+        socket.AF_INET, socket.SOCK_STREAM, 0, environ["meinheld.client"].get_fd()
+    )
     client.setblocking(True)
     client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, send_timeout)
     return client

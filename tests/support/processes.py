@@ -67,11 +67,17 @@ class HttpResponse:
         return orjson.loads(self.body)
 
 
-def request(port: int, method: str, path: str, body: Any = None) -> HttpResponse:
+def request(
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> HttpResponse:
     """One HTTP request to 127.0.0.1 on a fresh connection; a body is sent as JSON."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        headers = {}
+        headers = dict(headers or {})
         payload = None
         if body is not None:
             payload = orjson.dumps(body)
@@ -148,8 +154,10 @@ class GunicornServer:
     def worker_pids(self) -> list[int]:
         return child_pids(self.pid)
 
-    def request(self, method: str, path: str, body: Any = None) -> HttpResponse:
-        return request(self.port, method, path, body)
+    def request(
+        self, method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None
+    ) -> HttpResponse:
+        return request(self.port, method, path, body, headers)
 
     def signal(self, signum: signal.Signals) -> None:
         os.kill(self.pid, signum)
