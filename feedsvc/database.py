@@ -3,6 +3,7 @@
 import functools
 import logging
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -21,6 +22,8 @@ from feedsvc.search import create_search
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# Longest pause between two tries for SQLite's write lock; a write transaction takes about 0.5 ms.
+SQLITE_LOCK_RETRY_MAX_S = 0.0005
 WRITE_OPTION = "feed_write"
 # A write that waits this long for a row lock gives up and is retried (InnoDB's default is 50 s);
 # every transaction here takes milliseconds, so a longer wait means something is stuck.
@@ -237,9 +240,29 @@ def _sqlite_engine(config: Config) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: sqlalchemy.Connection) -> None:
-        # A writer locks at BEGIN so concurrent writers queue on busy_timeout instead of
-        # failing on a read-to-write upgrade; readers run each statement on its own.
-        if conn.get_execution_options().get(WRITE_OPTION):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A writer locks at BEGIN so concurrent writers wait for the lock instead of failing
+        # on a read-to-write upgrade; readers run each statement on its own.
+        writes = conn.get_execution_options().get(WRITE_OPTION)
+        if writes and not _begin_immediate_soon(conn.connection.driver_connection):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # a last try, raising SQLAlchemy's error
 
     return engine
+
+
+def _begin_immediate_soon(connection: sqlite3.Connection) -> bool:
+    """Take the write lock, retrying every fraction of a millisecond: SQLite's own busy handler
+    sleeps 1, 2, 5, 10 ... 100 ms between tries and keeps losing to newcomers, which made the p99
+    of posts 40 ms at half load. False when the lock stayed taken for the whole busy timeout."""
+    connection.execute("PRAGMA busy_timeout=0")
+    try:
+        give_up = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                return True
+            except sqlite3.OperationalError as error:
+                if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > give_up:
+                    return False
+            time.sleep(random.uniform(0, SQLITE_LOCK_RETRY_MAX_S))
+    finally:
+        connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")

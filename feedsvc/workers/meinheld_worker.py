@@ -12,6 +12,8 @@ meinheld's `MeinheldWorker` (last release 2020), run under gunicorn 27, has thre
 - Its access log replaces gunicorn's for every worker class and logs a junk line for each
   connection closed without a request. Here meinheld's log is off and gunicorn's `access()` is
   called once per request, so the access log format is the same on every worker class.
+When the arbiter then aborts the hung worker, gunicorn's handler raises SystemExit inside the
+stuck request, which meinheld catches as an app error and serves on; here the worker leaves.
 It also ignored `max_requests`; this worker counts requests and recycles itself like gunicorn's.
 """
 
@@ -83,6 +85,13 @@ class MeinheldWorker(Worker):
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         server.stop(self.cfg.graceful_timeout)
+
+    def handle_abort(self, sig: int, frame: Any) -> None:
+        """The arbiter found this worker hung: leave at once. gunicorn's own handler raises
+        SystemExit in the stuck request, which meinheld catches as an app error and serves on."""
+        self.alive = False
+        self.cfg.worker_abort(self)
+        os._exit(1)
 
     def _finished(self, exchange: _Exchange, client: socket.socket) -> None:
         client.setblocking(False)
