@@ -1,10 +1,12 @@
 """gunicorn's worker on meinheld's C server, with what meinheld's own worker gets wrong fixed.
 
-meinheld's `MeinheldWorker` (last release 2020), run under gunicorn 27, has three defects:
+meinheld's `MeinheldWorker` (last release 2020), run under gunicorn 27, has these defects:
 - Its C watchdog only `fchmod`s the heartbeat file, but gunicorn >= 22 judges a worker by that
   file's mtime against its monotonic clock, so a hung worker was never killed. Here the loop
   calls `notify()` (gunicorn's own mtime update) about once a second; a request stuck in the app
   stops the loop, the heartbeat with it, and gunicorn kills and replaces the worker at `timeout`.
+  (gunicorn's abort handler raises SystemExit inside the stuck request, which meinheld catches
+  as an app error and serves on; here the aborted worker leaves at once.)
 - Built without greenlet, its writer gives up on a response the socket buffer cannot take at
   once and closes the connection: bodies over a few MB arrived truncated. Here each response is
   written with the client socket blocking (bounded by SO_SNDTIMEO), and made non-blocking again
@@ -12,8 +14,6 @@ meinheld's `MeinheldWorker` (last release 2020), run under gunicorn 27, has thre
 - Its access log replaces gunicorn's for every worker class and logs a junk line for each
   connection closed without a request. Here meinheld's log is off and gunicorn's `access()` is
   called once per request, so the access log format is the same on every worker class.
-When the arbiter then aborts the hung worker, gunicorn's handler raises SystemExit inside the
-stuck request, which meinheld catches as an app error and serves on; here the worker leaves.
 It also ignored `max_requests`; this worker counts requests and recycles itself like gunicorn's.
 """
 
