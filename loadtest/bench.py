@@ -76,7 +76,11 @@ def short_class(worker_class: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__)
     parser.add_argument(
-        "-w", "--workers", type=int, default=default_workers(), help="gunicorn workers per server"
+        "-w",
+        "--workers",
+        type=int,
+        default=default_workers(is_sqlite=True),
+        help="gunicorn workers per server",
     )
     parser.add_argument(
         "-k", "--worker-classes", default="",

@@ -96,3 +96,17 @@ def test_metrics_dir_prefers_the_runtime_directory():
 def test_bad_process_settings_name_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
         Config.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    ("database_url", "expected"),
+    [("", 3), ("mysql+mysqldb://feed@db.internal:3306/feed", 7)],
+    ids=["sqlite: one per core", "mysql: 2 x cores + 1"],
+)
+def test_default_worker_count_follows_the_cores_and_the_database(
+    monkeypatch, database_url, expected
+):
+    monkeypatch.setattr(config.os, "cpu_count", lambda: 3)
+
+    assert Config.from_env({"FEED_DATABASE_URL": database_url}).workers == expected
+    assert Config.from_env({"FEED_DATABASE_URL": database_url, "FEED_WORKERS": "2"}).workers == 2
