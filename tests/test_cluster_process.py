@@ -176,3 +176,26 @@ def test_ttin_and_ttou_change_the_worker_count_live(gunicorn_server, worker_clas
 
     assert gunicorn_server.request("GET", "/openapi.json").status == 200
     assert gunicorn_server.stop() == 0
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_max_requests_recycles_workers_without_failing_a_request(gunicorn_server, worker_class):
+    start(
+        gunicorn_server,
+        worker_class,
+        workers=1,
+        FEED_MAX_REQUESTS="20",
+        FEED_MAX_REQUESTS_JITTER="0",
+    )
+    first = gunicorn_server.worker_pids()
+
+    served_by = set()
+    for _ in range(70):
+        response = gunicorn_server.request("GET", "/health")
+        assert response.status == 200
+        served_by.add(response.headers[WORKER_PID_HEADER])
+
+    # 70 requests at 20 a worker: the first worker and at least two successors served them.
+    assert len(served_by) >= 3
+    assert str(first[0]) in served_by
+    assert gunicorn_server.stop() == 0
