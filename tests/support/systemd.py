@@ -131,7 +131,11 @@ class BootedContainer:
             self._nspawn = subprocess.Popen(
                 [
                     *("systemd-nspawn", "--quiet", "--directory", str(self.root)),
-                    *("--machine", self.name, "--register=no", "--keep-unit", "--boot", "--"),
+                    *("--machine", self.name, "--register=no", "--keep-unit"),
+                    # The checkout, wherever it is (nspawn hides /tmp under a tmpfs), writable
+                    # through a throwaway layer: the installer's pip build writes into it.
+                    f"--overlay={REPO_ROOT}::{REPO_ROOT}",
+                    *("--boot", "--"),
                     *("systemd.unit=basic.target", "systemd.mask=apt-daily.timer"),
                     "systemd.mask=apt-daily-upgrade.timer",
                 ],
