@@ -157,7 +157,8 @@ def init_db(config: Config) -> None:
         config.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(config)
     try:
-        with engine.begin() as conn:
+        # Under SQLite's write lock: two instances starting on one data directory take turns.
+        with writer(engine).begin() as conn:
             metadata.create_all(conn)
             _create_missing_indexes(conn)
         search = create_search(config, engine)
