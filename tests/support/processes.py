@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import orjson
 import pytest
@@ -28,6 +28,7 @@ READY_PATH = "/ready"
 WORKER_APP = "tests.support.worker_app:get_app()"
 START_DEADLINE_SECONDS = 60.0
 STOP_DEADLINE_SECONDS = 60.0
+Server = TypeVar("Server", bound="GunicornServer")
 
 
 def free_port() -> int:
@@ -254,11 +255,17 @@ class ClientLoop:
                     self.failures.append(outcome or "?")
 
 
-@pytest.fixture
-def gunicorn_server(tmp_path: Path) -> Iterator[GunicornServer]:
-    """An unstarted GunicornServer that is always killed at teardown, whatever the test did."""
-    server = GunicornServer(tmp_path / "gunicorn.log")
+@contextlib.contextmanager
+def killed_at_exit(server: Server) -> Iterator[Server]:
+    """The server, killed when the block ends, whatever the test did."""
     try:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def gunicorn_server(tmp_path: Path) -> Iterator[GunicornServer]:
+    """An unstarted GunicornServer, killed at teardown."""
+    with killed_at_exit(GunicornServer(tmp_path / "gunicorn.log")) as server:
+        yield server

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import REPO_ROOT, GunicornServer, child_pids
+from tests.support.processes import REPO_ROOT, GunicornServer, child_pids, killed_at_exit
 
 SYSTEMD_DIR = REPO_ROOT / "systemd"
 SERVICE_UNIT = SYSTEMD_DIR / "feedsvc.service"
@@ -93,12 +93,9 @@ class UnitServer(GunicornServer):
 
 @pytest.fixture
 def unit_server(tmp_path: Path) -> Iterator[UnitServer]:
-    """An unstarted UnitServer that is always killed at teardown."""
-    server = UnitServer(tmp_path / "gunicorn.log")
-    try:
+    """An unstarted UnitServer, killed at teardown."""
+    with killed_at_exit(UnitServer(tmp_path / "gunicorn.log")) as server:
         yield server
-    finally:
-        server.kill()
 
 
 class BootedContainer:
