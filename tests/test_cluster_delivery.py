@@ -10,7 +10,7 @@ import sqlalchemy
 
 from feedsvc.resources.request import MAX_LIMIT
 from feedsvc.schema import STORY_MAX_CHARS, SUBJECT_MAX_CHARS
-from tests.support.processes import START_DEADLINE_SECONDS, WORKER_APP, GunicornServer
+from tests.support.processes import START_DEADLINE_SECONDS, WORKER_APP, GunicornServer, open_files
 from tests.support.worker_app import WORKER_PID_HEADER
 
 # orjson writes a control character as \\u00XX: 6 bytes per character, the most any takes.
@@ -118,11 +118,9 @@ def test_workers_never_share_a_database_connection(gunicorn_server, mariadb_url,
 
 def mysql_client_ports(pid: int) -> set[int]:
     """Local ports of the process's own TCP sockets connected to MySQL's port, from /proc."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        target = str(fd.readlink()) if fd.is_symlink() else ""
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:[") : -1])
+    inodes = {
+        target[len("socket:[") : -1] for target in open_files(pid) if target.startswith("socket:[")
+    }
     ports = set()
     for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()

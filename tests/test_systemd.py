@@ -19,6 +19,7 @@ from tests.support.processes import (
     ClientLoop,
     child_pids,
     free_port,
+    open_files,
 )
 from tests.support.systemd import (
     ENV_EXAMPLE,
@@ -122,8 +123,8 @@ def test_exec_start_serves_with_the_example_env(tmp_path: Path, unit_server: Uni
     assert unit_server.request("GET", READY_PATH).status == 200
     # --worker-tmp-dir: each worker's (unlinked) heartbeat file lives in the runtime directory.
     for worker in unit_server.worker_pids():
-        targets = [link.readlink() for link in Path(f"/proc/{worker}/fd").iterdir()]
-        assert any(str(target).startswith(f"{runtime_dir}/wgunicorn-") for target in targets)
+        targets = open_files(worker)
+        assert any(target.startswith(f"{runtime_dir}/wgunicorn-") for target in targets)
     assert unit_server.stop() == 0
 
 

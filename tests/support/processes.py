@@ -68,6 +68,15 @@ class HttpResponse:
         return orjson.loads(self.body)
 
 
+def open_files(pid: int) -> list[str]:
+    """What a process's descriptors point at; one it closes while we look is left out."""
+    targets = []
+    for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            targets.append(str(descriptor.readlink()))
+    return targets
+
+
 def request(
     port: int,
     method: str,
