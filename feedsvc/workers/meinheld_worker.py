@@ -12,8 +12,8 @@ meinheld's `MeinheldWorker` (last release 2020), run under gunicorn 27, has thes
   written with the client socket blocking (bounded by SO_SNDTIMEO), and made non-blocking again
   when meinheld closes the body, i.e. once every byte is out.
 - Its access log replaces gunicorn's for every worker class and logs a junk line for each
-  connection closed without a request. Here meinheld's log is off and gunicorn's `access()` is
-  called once per request, so the access log format is the same on every worker class.
+  connection closed without a request. Here meinheld's log is off and the gunicorn logger's
+  `access()` is called once per request, so access lines are the same on every worker class.
 It also ignored `max_requests`; this worker counts requests and recycles itself like gunicorn's.
 """
 
@@ -37,7 +37,6 @@ from meinheld import server
 from feedsvc.config import Config
 
 StartResponse = Callable[..., Any]
-WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 class MeinheldWorker(Worker):
@@ -96,9 +95,8 @@ class MeinheldWorker(Worker):
     def _finished(self, exchange: _Exchange, client: socket.socket) -> None:
         client.setblocking(False)
         client.detach()
-        self.log.access(
-            exchange, _RequestHeaders(exchange.environ), exchange.environ, exchange.elapsed()
-        )
+        # No request object: feedsvc.access_log, the config's logger, reads only the environ.
+        self.log.access(exchange, None, exchange.environ, exchange.elapsed())
         self.nr += 1
         if self.nr >= self.max_requests and self.alive:
             self.log.info("Autorestarting worker after current request.")
@@ -130,20 +128,6 @@ class _Exchange:
 
     def elapsed(self) -> timedelta:
         return timedelta(seconds=time.monotonic() - self.started)
-
-
-class _RequestHeaders:
-    """The request headers as gunicorn's access log wants them, rebuilt from the environ."""
-
-    def __init__(self, environ: dict[str, Any]) -> None:
-        query = environ.get("QUERY_STRING")
-        path = environ.get("PATH_INFO", "")
-        environ.setdefault("RAW_URI", f"{path}?{query}" if query else path)
-        self.headers = [
-            (key[5:].replace("_", "-"), value)
-            for key, value in environ.items()
-            if key.startswith("HTTP_")
-        ]
 
 
 class _Body:
