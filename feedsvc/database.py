@@ -232,12 +232,14 @@ def _sqlite_engine(config: Config) -> Engine:
     def _configure(dbapi_connection: Any, _record: Any) -> None:
         # Transactions are ours to begin (below), not the sqlite3 module's.
         dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
+        dbapi_connection.execute("PRAGMA busy_timeout=0")
+        # A new file turns to WAL once; a second process doing it at that moment is refused at
+        # once (SQLite's deadlock guard skips the busy handler), so it tries again.
+        if not _when_unlocked(dbapi_connection, "PRAGMA journal_mode=WAL"):
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")  # a last try, raising
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+        dbapi_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        dbapi_connection.execute("PRAGMA foreign_keys=ON")
 
     @event.listens_for(engine, "begin")
     def _begin(conn: sqlalchemy.Connection) -> None:
@@ -251,19 +253,25 @@ def _sqlite_engine(config: Config) -> Engine:
 
 
 def _begin_immediate_soon(connection: sqlite3.Connection) -> bool:
-    """Take the write lock, retrying every fraction of a millisecond: SQLite's own busy handler
-    sleeps 1, 2, 5, 10 ... 100 ms between tries and keeps losing to newcomers, which made the p99
-    of posts 40 ms at half load. False when the lock stayed taken for the whole busy timeout."""
+    """Take the write lock by our own quick retries: SQLite's busy handler sleeps 1, 2, 5, 10 ...
+    100 ms between tries and keeps losing to newcomers, which made the p99 of posts 40 ms at half
+    load. False when the lock stayed taken for the whole busy timeout."""
     connection.execute("PRAGMA busy_timeout=0")
     try:
-        give_up = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
-        while True:
-            try:
-                connection.execute("BEGIN IMMEDIATE")
-                return True
-            except sqlite3.OperationalError as error:
-                if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > give_up:
-                    return False
-            time.sleep(random.uniform(0, SQLITE_LOCK_RETRY_MAX_S))
+        return _when_unlocked(connection, "BEGIN IMMEDIATE")
     finally:
         connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+
+
+def _when_unlocked(connection: sqlite3.Connection, sql: str) -> bool:
+    """Run `sql`, trying again every fraction of a millisecond while the database is locked;
+    False on another error or when it stayed locked for the whole busy timeout."""
+    give_up = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            connection.execute(sql)
+            return True
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > give_up:
+                return False
+        time.sleep(random.uniform(0, SQLITE_LOCK_RETRY_MAX_S))
