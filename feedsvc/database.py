@@ -81,17 +81,48 @@ def writer(engine: Engine) -> Engine:
 
 
 class CompiledQuery:
-    """A Core SELECT compiled once for one dialect: its SQL text and parameter order."""
+    """A Core statement compiled once for one dialect: its SQL text and parameter order."""
 
     def __init__(self, engine: Engine, statement: Executable) -> None:
-        compiled = statement.compile(dialect=engine.dialect)
+        dialect = engine.dialect
+        compiled = statement.compile(dialect=dialect)
         self.sql = compiled.string
         self.names = tuple(compiled.positiontup or ())
         # Values the dialect adds itself, such as SQLite's OFFSET 0 after a LIMIT.
         self.defaults = compiled.params
+        # What SQLAlchemy would do to a value on the way in (SQLite stores datetimes as text).
+        self._processors = {
+            name: processor
+            for name, bind in compiled.binds.items()
+            if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect))
+        }
+        self._dbapi_error = dialect.loaded_dbapi.Error
 
     def values(self, params: Mapping[str, Any]) -> list[Any]:
-        return [params[name] if name in params else self.defaults[name] for name in self.names]
+        values = [params[name] if name in params else self.defaults[name] for name in self.names]
+        if self._processors:
+            for position, name in enumerate(self.names):
+                if name in self._processors:
+                    values[position] = self._processors[name](values[position])
+        return values
+
+    def run(self, cursor: Any, params: Mapping[str, Any]) -> Any:
+        """Execute on a DB-API cursor; a driver error is raised as SQLAlchemy's exception type."""
+        values = self.values(params)
+        try:
+            cursor.execute(self.sql, values)
+        except self._dbapi_error as error:
+            raise DBAPIError.instance(self.sql, values, error, self._dbapi_error) from error
+        return cursor
+
+
+def run_in(conn: Connection, query: CompiledQuery, params: Mapping[str, Any]) -> Any:
+    """Run a compiled statement in the caller's transaction, straight on its DB-API cursor.
+
+    A post runs four statements while it holds SQLite's write lock; SQLAlchemy's per-execution
+    work was 40% of that time. Returns the cursor, for rowcount, lastrowid or fetchone().
+    """
+    return query.run(conn.connection.driver_connection.cursor(), params)
 
 
 class Reader:
@@ -112,43 +143,38 @@ class Reader:
         return CompiledQuery(self._engine, statement)
 
     def rows(self, query: CompiledQuery, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        values = query.values(params)
         if self._thread_local is not None:
-            return self._rows_on_thread_connection(query.sql, values)
+            return self._rows_on_thread_connection(query, params)
         try:
             conn = self._engine.raw_connection()
         except self._dbapi_error as error:
-            raise DBAPIError.instance(query.sql, values, error, self._dbapi_error) from error
+            raise DBAPIError.instance(
+                query.sql, query.values(params), error, self._dbapi_error
+            ) from error
         try:
             cursor = conn.cursor()
             try:
-                cursor.execute(query.sql, values)
-                return cursor.fetchall()
+                return query.run(cursor, params).fetchall()
             finally:
                 cursor.close()
-        except self._dbapi_error as error:
-            if self._engine.dialect.is_disconnect(error, conn.dbapi_connection, None):
-                conn.invalidate(error)
-            raise DBAPIError.instance(query.sql, values, error, self._dbapi_error) from error
+        except DBAPIError as error:
+            if self._engine.dialect.is_disconnect(error.orig, conn.dbapi_connection, None):
+                conn.invalidate(error.orig)
+            raise
         finally:
             conn.close()
 
-    def _rows_on_thread_connection(self, sql: str, values: list[Any]) -> list[tuple[Any, ...]]:
+    def _rows_on_thread_connection(
+        self, query: CompiledQuery, params: Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
         try:
-            connection = self._thread_local.connection
+            cursor = self._thread_local.cursor
         except AttributeError:
             pooled = self._engine.raw_connection()
             pooled.detach()
-            connection = self._thread_local.connection = pooled.dbapi_connection
-        try:
-            cursor = connection.cursor()
-            try:
-                cursor.execute(sql, values)
-                return cursor.fetchall()
-            finally:
-                cursor.close()
-        except self._dbapi_error as error:
-            raise DBAPIError.instance(sql, values, error, self._dbapi_error) from error
+            # One cursor for all of the thread's reads: each execute() starts it afresh.
+            cursor = self._thread_local.cursor = pooled.dbapi_connection.cursor()
+        return query.run(cursor, params).fetchall()
 
 
 def init_db(config: Config) -> None:

@@ -64,6 +64,10 @@ def route_label(uri_template: str) -> str:
 class RequestMetrics:
     """Falcon middleware: tags each request with an id and counts and times it by route."""
 
+    def __init__(self) -> None:
+        # One histogram child per (route, method, status), looked up without labels()' checks.
+        self._series: dict[tuple[str | None, str, int], Any] = {}
+
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.metrics_started = time.perf_counter()
         resp.set_header(REQUEST_ID_HEADER, request_id(req.get_header(REQUEST_ID_HEADER)))
@@ -71,9 +75,13 @@ class RequestMetrics:
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
     ) -> None:
-        route = route_label(req.uri_template) if resource is not None else UNMATCHED_ROUTE
         elapsed = time.perf_counter() - req.context.metrics_started
-        REQUESTS.labels(route, req.method, resp.status_code).observe(elapsed)
+        key = (req.uri_template if resource is not None else None, req.method, resp.status_code)
+        series = self._series.get(key)
+        if series is None:
+            route = route_label(key[0]) if key[0] is not None else UNMATCHED_ROUTE
+            series = self._series[key] = REQUESTS.labels(route, key[1], key[2])
+        series.observe(elapsed)
 
 
 def watch_pool(engine: Engine) -> None:

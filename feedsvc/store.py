@@ -1,4 +1,7 @@
-"""Storage on SQLAlchemy Core: every statement is built once, at import, and portable SQL."""
+"""Storage on SQLAlchemy Core: every statement is built once, at import, and portable SQL.
+
+Statements are compiled once per engine and run on the DB-API cursor (`Reader`, `run_in`).
+"""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
-from feedsvc.database import Reader, writer
+from feedsvc.database import CompiledQuery, Reader, run_in, writer
 from feedsvc.model import Friendship, Participant, Post
 from feedsvc.schema import friendship, inbound, outbound, participant
 
@@ -116,6 +119,11 @@ class Store:
         self._posts_after = self._reader.compile(_POSTS_AFTER)
         self._post_count = self._reader.compile(_POST_COUNT)
         self._ping = self._reader.compile(_PING)
+        self._insert_participant = CompiledQuery(engine, _INSERT_PARTICIPANT)
+        self._select_pair = CompiledQuery(engine, _SELECT_PAIR)
+        self._insert_pair = CompiledQuery(engine, _INSERT_PAIR)
+        self._insert_outbound = CompiledQuery(engine, _INSERT_OUTBOUND)
+        self._fan_out = CompiledQuery(engine, _FAN_OUT)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -128,8 +136,8 @@ class Store:
 
     def create_participant(self, name: str) -> Participant:
         with self.transaction() as conn:
-            result = conn.execute(_INSERT_PARTICIPANT, {"name": name})
-        return Participant(id=result.inserted_primary_key[0], name=name)
+            participant_id = run_in(conn, self._insert_participant, {"name": name}).lastrowid
+        return Participant(id=participant_id, name=name)
 
     def participant(self, participant_id: int) -> Participant | None:
         rows = self._reader.rows(self._participant, {"id": participant_id})
@@ -137,14 +145,15 @@ class Store:
 
     def participant_exists(self, conn: Connection, participant_id: int) -> bool:
         """Read inside the caller's transaction, so the answer holds until it commits."""
-        return conn.execute(_SELECT_PARTICIPANT, {"id": participant_id}).first() is not None
+        cursor = run_in(conn, self._participant, {"id": participant_id})
+        return cursor.fetchone() is not None
 
     def friendship_id(self, conn: Connection, low_id: int, high_id: int) -> int | None:
-        return conn.execute(_SELECT_PAIR, {"low_id": low_id, "high_id": high_id}).scalar()
+        row = run_in(conn, self._select_pair, {"low_id": low_id, "high_id": high_id}).fetchone()
+        return row[0] if row else None
 
     def insert_friendship(self, conn: Connection, low_id: int, high_id: int) -> int:
-        result = conn.execute(_INSERT_PAIR, {"low_id": low_id, "high_id": high_id})
-        return result.inserted_primary_key[0]
+        return run_in(conn, self._insert_pair, {"low_id": low_id, "high_id": high_id}).lastrowid
 
     def friendships(self, participant_id: int) -> list[Friendship]:
         rows = self._reader.rows(self._friends, {"participant_id": participant_id})
@@ -157,13 +166,12 @@ class Store:
         self, conn: Connection, sender_id: int, occurred: datetime, subject: str, story: str
     ) -> Post:
         values = {"sender_id": sender_id, "occurred": occurred, "subject": subject, "story": story}
-        result = conn.execute(_INSERT_OUTBOUND, values)
-        return Post(id=result.inserted_primary_key[0], **values)
+        return Post(id=run_in(conn, self._insert_outbound, values).lastrowid, **values)
 
     def fan_out(self, conn: Connection, post: Post) -> int:
         """Deliver a post to the inbound of every current friend of its sender; returns how many."""
         params = {"sender_id": post.sender_id, "outbound_id": post.id}
-        return conn.execute(_FAN_OUT, params).rowcount
+        return run_in(conn, self._fan_out, params).rowcount
 
     def outbound_page(self, participant_id: int, before: int, limit: int) -> list[Post]:
         params = {"participant_id": participant_id, "before": before, "limit": limit}

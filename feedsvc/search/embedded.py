@@ -3,7 +3,7 @@
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import Engine
 
-from feedsvc.database import Reader
+from feedsvc.database import CompiledQuery, Reader, run_in
 from feedsvc.model import Post
 from feedsvc.search import MAX_RANKED_POSTS, keywords_to_words
 
@@ -30,6 +30,7 @@ class EmbeddedSearch:
         self._engine = engine
         self._reader = Reader(engine)
         self._search = self._reader.compile(_SEARCH)
+        self._index = CompiledQuery(engine, _INDEX)
 
     def create_schema(self) -> None:
         with self._engine.begin() as conn:
@@ -39,7 +40,7 @@ class EmbeddedSearch:
         """Nothing of its own to close: it works through the feed's database engine."""
 
     def index_post(self, conn: Connection, post: Post) -> None:
-        conn.execute(_INDEX, {"id": post.id, "story": post.story})
+        run_in(conn, self._index, {"id": post.id, "story": post.story})
 
     def senders_matching(self, keywords: str, limit: int) -> list[int]:
         words = keywords_to_words(keywords)
