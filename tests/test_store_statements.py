@@ -1,0 +1,51 @@
+"""The store's compiled statements, run on the DB-API cursor, behave as SQLAlchemy's own would."""
+
+from datetime import datetime
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from feedsvc import database
+from feedsvc.schema import outbound
+from feedsvc.store import Store
+
+
+@pytest.fixture
+def engine(api_config):
+    engine = database.create_engine(api_config)
+    yield engine
+    engine.dispose()
+
+
+def test_a_driver_error_is_raised_as_sqlalchemy_s_and_rolls_the_transaction_back(engine):
+    store = Store(engine)
+    ada = store.create_participant("Ada")
+    bob = store.create_participant("Bob")
+    with pytest.raises(IntegrityError), store.transaction() as conn:
+        store.insert_friendship(conn, ada.id, bob.id)
+        store.insert_friendship(conn, ada.id, bob.id)
+    with store.transaction() as conn:
+        assert store.friendship_id(conn, ada.id, bob.id) is None
+
+
+def test_a_datetime_is_stored_exactly_as_sqlalchemy_stores_it(engine):
+    store = Store(engine)
+    sender = store.create_participant("Ada")
+    # A whole second: the driver's own adapter would drop the fraction that SQLAlchemy writes.
+    occurred = datetime(2026, 11, 30, 5, 0, 0)
+    with store.transaction() as conn:
+        post = store.insert_outbound(conn, sender.id, occurred, "subject", "story")
+    with engine.connect() as conn:
+        through_sqlalchemy = conn.execute(sa.select(outbound.c.occurred)).scalar_one()
+        stored = conn.execute(sa.text("SELECT occurred FROM outbound")).scalar_one()
+        conn.execute(outbound.delete())
+        conn.execute(
+            outbound.insert().values(
+                id=post.id, sender_id=sender.id, occurred=occurred, subject="subject", story="story"
+            )
+        )
+        written_by_sqlalchemy = conn.execute(sa.text("SELECT occurred FROM outbound")).scalar_one()
+        conn.rollback()
+    assert through_sqlalchemy == occurred
+    assert stored == written_by_sqlalchemy
