@@ -81,7 +81,7 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_config.metrics_dir)
 def on_starting(server):
     """Once, in the master: stale metrics out, the fallback said, the embedded schema made."""
     for stale in Path(_config.metrics_dir).glob("*.db"):
-        stale.unlink()
+        stale.unlink(missing_ok=True)  # another instance on this data dir may be wiping too
     if _config.worker_class_fell_back:
         server.log.warning(
             "meinheld is not installed: serving with gunicorn's gthread worker instead"
