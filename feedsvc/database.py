@@ -263,7 +263,7 @@ def _sqlite_engine(config: Config) -> Engine:
         # once (SQLite's deadlock guard skips the busy handler), so it tries again.
         if not _when_unlocked(dbapi_connection, "PRAGMA journal_mode=WAL"):
             dbapi_connection.execute("PRAGMA journal_mode=WAL")  # a last try, raising
-        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+        dbapi_connection.execute(f"PRAGMA synchronous={config.sqlite_synchronous.upper()}")
         dbapi_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         dbapi_connection.execute("PRAGMA foreign_keys=ON")
 
