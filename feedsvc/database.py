@@ -139,9 +139,6 @@ class Reader:
         # a connection of its own for reads and skips the pool's checkout and checkin.
         self._thread_local = threading.local() if engine.dialect.name == "sqlite" else None
 
-    def compile(self, statement: Executable) -> CompiledQuery:
-        return CompiledQuery(self._engine, statement)
-
     def rows(self, query: CompiledQuery, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         if self._thread_local is not None:
             return self._rows_on_thread_connection(query, params)

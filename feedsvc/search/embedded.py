@@ -29,7 +29,7 @@ class EmbeddedSearch:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._reader = Reader(engine)
-        self._search = self._reader.compile(_SEARCH)
+        self._search = CompiledQuery(engine, _SEARCH)
         self._index = CompiledQuery(engine, _INDEX)
 
     def create_schema(self) -> None:

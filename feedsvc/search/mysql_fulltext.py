@@ -3,7 +3,7 @@
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import Engine
 
-from feedsvc.database import Reader
+from feedsvc.database import CompiledQuery, Reader
 from feedsvc.model import Post
 from feedsvc.search import MAX_RANKED_POSTS, keywords_to_words
 
@@ -32,7 +32,7 @@ class FulltextSearch:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._reader = Reader(engine)
-        self._search = self._reader.compile(_SEARCH)
+        self._search = CompiledQuery(engine, _SEARCH)
 
     def create_schema(self) -> None:
         with self._engine.connect() as conn:
