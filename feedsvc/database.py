@@ -6,6 +6,7 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
@@ -52,22 +53,38 @@ def connect_url(config: Config) -> URL:
     return url.set(password=config.database_password)
 
 
-def retry_lock_conflicts(write: Callable[P, T]) -> Callable[P, T]:
-    """Run a write transaction again when InnoDB rolled it back to break a deadlock or lock wait."""
+def retry_transaction(write: Callable[P, T]) -> Callable[P, T]:
+    """Run a write transaction again when InnoDB rolled it back to break a deadlock or lock wait,
+    and once more when its connection turned out to be closed before the commit was sent."""
 
     @functools.wraps(write)
     def attempts(*args: P.args, **kwargs: P.kwargs) -> T:
-        for attempt in range(1, CONFLICT_ATTEMPTS):
+        conflicts = 0
+        reconnected = False
+        while True:
             try:
                 return write(*args, **kwargs)
             except OperationalError as error:
-                if not is_lock_conflict(error):
+                if lost_before_commit(error) and not reconnected:
+                    log.info("%s: connection lost (%s), retrying", write.__name__, error.orig)
+                    reconnected = True
+                    continue
+                conflicts += 1
+                if not is_lock_conflict(error) or conflicts == CONFLICT_ATTEMPTS:
                     raise
-                log.info("%s: lock conflict (%s), attempt %d", write.__name__, error.orig, attempt)
-            time.sleep(random.uniform(0, CONFLICT_BACKOFF_S * 2**attempt))
-        return write(*args, **kwargs)
+                log.info(
+                    "%s: lock conflict (%s), attempt %d", write.__name__, error.orig, conflicts
+                )
+            time.sleep(random.uniform(0, CONFLICT_BACKOFF_S * 2**conflicts))
 
     return attempts
+
+
+def lost_before_commit(error: DBAPIError) -> bool:
+    """A statement found the connection closed: the server had already rolled the transaction back,
+    so running it again cannot apply it twice (a COMMIT that failed carries no statement, and its
+    outcome is unknown)."""
+    return error.connection_invalidated and error.statement is not None
 
 
 def is_lock_conflict(error: OperationalError) -> bool:
@@ -122,56 +139,105 @@ def run_in(conn: Connection, query: CompiledQuery, params: Mapping[str, Any]) ->
     A post runs four statements while it holds SQLite's write lock; SQLAlchemy's per-execution
     work was 40% of that time. Returns the cursor, for rowcount, lastrowid or fetchone().
     """
-    return query.run(conn.connection.driver_connection.cursor(), params)
+    pooled = conn.connection
+    try:
+        return query.run(pooled.driver_connection.cursor(), params)
+    except DBAPIError as error:
+        if conn.dialect.is_disconnect(error.orig, pooled.dbapi_connection, None):
+            # What SQLAlchemy does on a disconnect it sees itself: this connection is discarded
+            # and the pool's other ones, as old, are replaced at their next checkout.
+            conn.engine.pool._invalidate(pooled, error.orig)
+            error.connection_invalidated = True
+        raise
 
 
 class Reader:
-    """Runs compiled reads straight on a pooled DB-API cursor.
+    """Runs compiled reads straight on a DB-API cursor that each thread keeps for itself.
 
-    SQLAlchemy's per-execution machinery costs several times the query itself on the hot
-    read paths; the pool (pre-ping, invalidation) and the exception types stay SQLAlchemy's.
+    SQLAlchemy's per-execution machinery costs several times the query itself on the hot read
+    paths, and a pooled checkout costs a ping and a rollback, two round trips per read. So each
+    thread owns one read connection, outside the pool (in autocommit on MySQL, each SELECT its
+    own transaction): a read is one statement. A server that closed it since its last use (KILL,
+    wait_timeout, restart, failover) costs one retry on a fresh connection, not an error.
     """
 
     def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._dbapi_error = engine.dialect.loaded_dbapi.Error
-        # SQLite is a local file, with nothing to ping, recycle or reconnect: each thread keeps
-        # a connection of its own for reads and skips the pool's checkout and checkin.
-        self._thread_local = threading.local() if engine.dialect.name == "sqlite" else None
+        self._connections = _THREAD_CONNECTIONS[engine]
 
     def rows(self, query: CompiledQuery, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        if self._thread_local is not None:
-            return self._rows_on_thread_connection(query, params)
+        cursor, reused = self._connections.cursor(query, params)
         try:
-            conn = self._engine.raw_connection()
+            return query.run(cursor, params).fetchall()
+        except DBAPIError as error:
+            if not (reused and self._connections.is_disconnect(error)):
+                raise
+            self._connections.discard()
+        cursor, _ = self._connections.cursor(query, params)
+        return query.run(cursor, params).fetchall()
+
+
+class ThreadConnections:
+    """The read connection of each thread of one engine, made on its first use (after the fork)
+    from a pool of its own, so that it never waits for the writers' connections."""
+
+    def __init__(self, engine: Engine, recycle_s: float | None) -> None:
+        self._pool = engine.pool.recreate()
+        self._dialect = engine.dialect
+        self._dbapi_error = engine.dialect.loaded_dbapi.Error
+        self._autocommit = engine.dialect.name != "sqlite"
+        self._recycle_s = recycle_s
+        self._local = threading.local()
+
+    def cursor(self, query: CompiledQuery, params: Mapping[str, Any]) -> tuple[Any, bool]:
+        """This thread's cursor, and whether it served before (False: just connected)."""
+        local = self._local
+        try:
+            cursor = local.cursor
+        except AttributeError:
+            return self._connect(query, params), False
+        if self._recycle_s is not None and time.monotonic() > local.recycle_at:
+            self.discard()
+            return self._connect(query, params), False
+        return cursor, True
+
+    def is_disconnect(self, error: DBAPIError) -> bool:
+        return self._dialect.is_disconnect(error.orig, self._local.connection, None)
+
+    def discard(self) -> None:
+        """Close this thread's connection; its next read connects afresh."""
+        local = self._local
+        connection = local.connection
+        del local.cursor, local.connection
+        try:
+            connection.close()
+        except self._dbapi_error:
+            log.debug("closing a broken read connection failed", exc_info=True)
+
+    def _connect(self, query: CompiledQuery, params: Mapping[str, Any]) -> Any:
+        try:
+            pooled = self._pool.connect()
+            pooled.detach()
+            connection = pooled.dbapi_connection
+            if self._autocommit:
+                connection.autocommit(True)
         except self._dbapi_error as error:
             raise DBAPIError.instance(
                 query.sql, query.values(params), error, self._dbapi_error
             ) from error
-        try:
-            cursor = conn.cursor()
-            try:
-                return query.run(cursor, params).fetchall()
-            finally:
-                cursor.close()
-        except DBAPIError as error:
-            if self._engine.dialect.is_disconnect(error.orig, conn.dbapi_connection, None):
-                conn.invalidate(error.orig)
-            raise
-        finally:
-            conn.close()
+        local = self._local
+        local.connection = connection
+        # One cursor for all of the thread's reads: each execute() starts it afresh.
+        local.cursor = connection.cursor()
+        if self._recycle_s is not None:
+            # Replaced before the server's wait_timeout would close it.
+            local.recycle_at = time.monotonic() + self._recycle_s
+        return local.cursor
 
-    def _rows_on_thread_connection(
-        self, query: CompiledQuery, params: Mapping[str, Any]
-    ) -> list[tuple[Any, ...]]:
-        try:
-            cursor = self._thread_local.cursor
-        except AttributeError:
-            pooled = self._engine.raw_connection()
-            pooled.detach()
-            # One cursor for all of the thread's reads: each execute() starts it afresh.
-            cursor = self._thread_local.cursor = pooled.dbapi_connection.cursor()
-        return query.run(cursor, params).fetchall()
+
+# Each engine's read connections, shared by every Reader of that engine (store and search).
+_THREAD_CONNECTIONS: weakref.WeakKeyDictionary[Engine, ThreadConnections] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def init_db(config: Config) -> None:
@@ -213,9 +279,12 @@ def _mysql_engine(config: Config) -> Engine:
         pool_size=config.db_pool_size,
         max_overflow=config.db_max_overflow,
         pool_timeout=config.db_pool_timeout_s,
-        # Checked before use and replaced before the server's wait_timeout closes it.
-        pool_pre_ping=True,
+        # No ping per checkout (a round trip per write): a statement that finds the connection
+        # closed fails the transaction before its COMMIT, and retry_transaction runs it again.
         pool_recycle=config.db_pool_recycle_s,
+        # No ROLLBACK per checkin either: the pool is used through Connections only, and a
+        # Connection ends its own transaction (COMMIT, or ROLLBACK when closed inside one).
+        pool_reset_on_return=None,
         # Each statement sees what was committed before it: a post reaches every friendship
         # committed before it, and reads take no gap locks that would block befriending.
         isolation_level="READ COMMITTED",
@@ -233,7 +302,7 @@ def _mysql_engine(config: Config) -> Engine:
 
     @event.listens_for(engine, "first_connect")
     def _check_recycle(dbapi_connection: Any, _record: Any) -> None:
-        # A connection the server closed while idle costs a failed pre-ping; recycle before.
+        # A connection the server closed while idle costs a retry on a new one; recycle before.
         cursor = dbapi_connection.cursor()
         cursor.execute("SELECT @@wait_timeout")
         (wait_timeout,) = cursor.fetchone()
@@ -245,6 +314,7 @@ def _mysql_engine(config: Config) -> Engine:
                 wait_timeout,
             )
 
+    _THREAD_CONNECTIONS[engine] = ThreadConnections(engine, config.db_pool_recycle_s)
     return engine
 
 
@@ -272,6 +342,8 @@ def _sqlite_engine(config: Config) -> Engine:
         if writes and not _begin_immediate_soon(conn.connection.driver_connection):
             conn.exec_driver_sql("BEGIN IMMEDIATE")  # a last try, raising SQLAlchemy's error
 
+    # SQLite is a local file, with nothing to recycle.
+    _THREAD_CONNECTIONS[engine] = ThreadConnections(engine, None)
     return engine
 
 

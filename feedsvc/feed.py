@@ -7,7 +7,7 @@ from typing import Protocol
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from feedsvc.database import retry_lock_conflicts
+from feedsvc.database import retry_transaction
 from feedsvc.model import Friendship, Page, Participant, Post
 from feedsvc.search import SearchBackend
 from feedsvc.store import Store
@@ -57,6 +57,7 @@ class Feed:
         """Raise the driver's error unless the database answers a query now."""
         self._store.ping()
 
+    @retry_transaction
     def create_participant(self, name: str) -> Participant:
         return self._store.create_participant(name)
 
@@ -66,26 +67,33 @@ class Feed:
             raise UnknownParticipant(participant_id)
         return found
 
-    @retry_lock_conflicts
+    @retry_transaction
     def befriend(self, participant_id: int, friend_id: int) -> Friendship:
         """Make two participants friends once; asking again, from either side, changes nothing."""
         if participant_id == friend_id:
             raise SelfFriendship(participant_id)
         low_id, high_id = sorted((participant_id, friend_id))
+        # Friendships are never removed: one that exists is the answer, without a transaction.
+        friendship_id = self._store.friendship_id(low_id, high_id)
+        if friendship_id is not None:
+            return Friendship(friendship_id, participant_id, friend_id)
         try:
             with self._store.transaction() as conn:
-                for someone in (participant_id, friend_id):
-                    if not self._store.participant_exists(conn, someone):
-                        raise UnknownParticipant(someone)
-                found = self._store.friendship_id(conn, low_id, high_id)
-                friendship_id = found or self._store.insert_friendship(conn, low_id, high_id)
+                friendship_id = self._store.insert_friendship(conn, low_id, high_id)
+                if friendship_id is None:
+                    raise UnknownParticipant(self._first_unknown(participant_id, friend_id))
         except IntegrityError:
             # A concurrent request created the same friendship first: answer with that one.
-            with self._store.transaction() as conn:
-                friendship_id = self._store.friendship_id(conn, low_id, high_id)
+            friendship_id = self._store.friendship_id(low_id, high_id)
             if friendship_id is None:
                 raise
         return Friendship(friendship_id, participant_id, friend_id)
+
+    def _first_unknown(self, *participant_ids: int) -> int:
+        """Which of these participants does not exist (participants are never removed)."""
+        return next(
+            someone for someone in participant_ids if self._store.participant(someone) is None
+        )
 
     def friendships(self, participant_id: int) -> list[Friendship]:
         found = self._store.friendships(participant_id)
@@ -93,13 +101,13 @@ class Feed:
             self.participant(participant_id)
         return found
 
-    @retry_lock_conflicts
+    @retry_transaction
     def social_broadcast(self, sender_id: int, subject: str, story: str) -> Post:
         """Store a post, deliver it to every current friend and index it: all of it or none."""
         with self._store.transaction() as conn:
-            if not self._store.participant_exists(conn, sender_id):
-                raise UnknownParticipant(sender_id)
             post = self._store.insert_outbound(conn, sender_id, utc_now(), subject, story)
+            if post is None:
+                raise UnknownParticipant(sender_id)
             recipients = self._store.fan_out(conn, post)
             self._search.index_post(conn, post)
             for listener in self._listeners:

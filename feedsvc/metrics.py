@@ -35,7 +35,8 @@ REQUESTS = Histogram(
 )
 POOL_CHECKED_OUT = Gauge(
     "feed_db_pool_checked_out",
-    "Database connections checked out of the workers' pools right now",
+    # Each serving thread's read connection is its own, outside the pool, and not counted here.
+    "Write and outbox-relay database connections checked out of the workers' pools right now",
     multiprocess_mode="livesum",
 )
 WORKER_EXITS = Counter("feed_worker_exits", "Worker processes that exited (restarts follow)")
@@ -88,8 +89,6 @@ def watch_pool(engine: Engine) -> None:
     """Track connections in use, to show a pool that is too small for the worker's concurrency."""
     event.listen(engine, "checkout", lambda *_: POOL_CHECKED_OUT.inc())
     event.listen(engine, "checkin", lambda *_: POOL_CHECKED_OUT.dec())
-    # A connection taken out of the pool for good (database.Reader's SQLite readers) is not in use.
-    event.listen(engine, "detach", lambda *_: POOL_CHECKED_OUT.dec())
 
 
 def record_worker_exit(pid: int) -> None:

@@ -32,7 +32,15 @@ _SELECT_PARTICIPANT = select(participant.c.id, participant.c.name).where(
 _SELECT_PAIR = select(friendship.c.id).where(
     friendship.c.low_id == bindparam("low_id"), friendship.c.high_id == bindparam("high_id")
 )
-_INSERT_PAIR = insert(friendship).values(low_id=bindparam("low_id"), high_id=bindparam("high_id"))
+# The pair is inserted only when both participants exist: no separate check, no extra round trip.
+_LOW = participant.alias("low")
+_HIGH = participant.alias("high")
+_INSERT_PAIR = insert(friendship).from_select(
+    ["low_id", "high_id"],
+    select(_LOW.c.id, _HIGH.c.id).where(
+        _LOW.c.id == bindparam("low_id"), _HIGH.c.id == bindparam("high_id")
+    ),
+)
 
 
 def _friends_union(participant_id: object, outbound_id: object | None = None) -> object:
@@ -51,11 +59,15 @@ def _friends_union(participant_id: object, outbound_id: object | None = None) ->
 _FRIENDS = _friends_union(bindparam("participant_id")).subquery()
 _SELECT_FRIENDS = select(_FRIENDS.c.id, _FRIENDS.c.friend_id).order_by(_FRIENDS.c.id)
 
-_INSERT_OUTBOUND = insert(outbound).values(
-    sender_id=bindparam("sender_id"),
-    occurred=bindparam("occurred"),
-    subject=bindparam("subject"),
-    story=bindparam("story"),
+# The post is inserted only when its sender exists: no separate check, no extra round trip.
+_INSERT_OUTBOUND = insert(outbound).from_select(
+    ["sender_id", "occurred", "subject", "story"],
+    select(
+        participant.c.id,
+        bindparam("occurred", type_=outbound.c.occurred.type),
+        bindparam("subject", type_=outbound.c.subject.type),
+        bindparam("story", type_=outbound.c.story.type),
+    ).where(participant.c.id == bindparam("sender_id")),
 )
 # The social broadcast in one set-based statement: the friend list never leaves the database.
 _FAN_OUT_ROWS = _friends_union(bindparam("sender_id"), bindparam("outbound_id", type_=BigInteger))
@@ -143,17 +155,14 @@ class Store:
         rows = self._reader.rows(self._participant, {"id": participant_id})
         return Participant(*rows[0]) if rows else None
 
-    def participant_exists(self, conn: Connection, participant_id: int) -> bool:
-        """Read inside the caller's transaction, so the answer holds until it commits."""
-        cursor = run_in(conn, self._participant, {"id": participant_id})
-        return cursor.fetchone() is not None
+    def friendship_id(self, low_id: int, high_id: int) -> int | None:
+        rows = self._reader.rows(self._select_pair, {"low_id": low_id, "high_id": high_id})
+        return rows[0][0] if rows else None
 
-    def friendship_id(self, conn: Connection, low_id: int, high_id: int) -> int | None:
-        row = run_in(conn, self._select_pair, {"low_id": low_id, "high_id": high_id}).fetchone()
-        return row[0] if row else None
-
-    def insert_friendship(self, conn: Connection, low_id: int, high_id: int) -> int:
-        return run_in(conn, self._insert_pair, {"low_id": low_id, "high_id": high_id}).lastrowid
+    def insert_friendship(self, conn: Connection, low_id: int, high_id: int) -> int | None:
+        """The new friendship's id; None, with nothing written, unless both participants exist."""
+        cursor = run_in(conn, self._insert_pair, {"low_id": low_id, "high_id": high_id})
+        return cursor.lastrowid if cursor.rowcount else None
 
     def friendships(self, participant_id: int) -> list[Friendship]:
         rows = self._reader.rows(self._friends, {"participant_id": participant_id})
@@ -164,9 +173,11 @@ class Store:
 
     def insert_outbound(
         self, conn: Connection, sender_id: int, occurred: datetime, subject: str, story: str
-    ) -> Post:
+    ) -> Post | None:
+        """The stored post; None, with nothing written, when the sender does not exist."""
         values = {"sender_id": sender_id, "occurred": occurred, "subject": subject, "story": story}
-        return Post(id=run_in(conn, self._insert_outbound, values).lastrowid, **values)
+        cursor = run_in(conn, self._insert_outbound, values)
+        return Post(id=cursor.lastrowid, **values) if cursor.rowcount else None
 
     def fan_out(self, conn: Connection, post: Post) -> int:
         """Deliver a post to the inbound of every current friend of its sender; returns how many."""

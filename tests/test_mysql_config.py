@@ -3,6 +3,7 @@
 import logging
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
 from feedsvc import database
@@ -80,7 +81,7 @@ def test_bad_database_settings_name_the_variable_and_hide_the_secret(environ, na
     assert SECRET not in str(raised.value)
 
 
-def test_engine_pool_is_bounded_checked_and_recycled(caplog):
+def test_engine_pool_is_bounded_and_recycled_without_a_ping_or_reset_round_trip(caplog):
     caplog.set_level(logging.INFO, logger="feedsvc.database")
     config = Config.from_env(
         {
@@ -99,7 +100,8 @@ def test_engine_pool_is_bounded_checked_and_recycled(caplog):
         assert engine.pool._max_overflow == 2
         assert engine.pool.timeout() == 0.5
         assert engine.pool._recycle == 600
-        assert engine.pool._pre_ping is True
+        assert engine.pool._pre_ping is False
+        assert engine.pool._reset_on_return is sa.pool.reset_none
     finally:
         engine.dispose()
     assert "db.example" in caplog.text
@@ -114,7 +116,7 @@ def failing(*codes: int):
     """A write that fails with the given MySQL error codes in turn, then succeeds."""
     calls = []
 
-    @database.retry_lock_conflicts
+    @database.retry_transaction
     def write() -> str:
         calls.append(len(calls))
         if len(calls) <= len(codes):

@@ -58,19 +58,28 @@ def test_tables_are_innodb_and_text_is_utf8mb4(engine):
     assert occurred == "datetime(3)"
 
 
-def test_every_pooled_session_is_read_committed_utf8mb4_utc_with_short_lock_waits(engine):
-    connection = engine.raw_connection()  # the path the hot reads take
-    try:
-        cursor = connection.cursor()
-        cursor.execute(
-            "SELECT @@tx_isolation, @@character_set_connection, @@time_zone,"
-            " @@innodb_lock_wait_timeout"
-        )
-        settings = cursor.fetchone()
-    finally:
-        connection.close()
+SESSION_SETTINGS = (
+    "SELECT @@tx_isolation, @@character_set_connection, @@time_zone,"
+    " @@innodb_lock_wait_timeout, @@autocommit"
+)
+EXPECTED_SETTINGS = ("READ-COMMITTED", "utf8mb4", "+00:00", database.MYSQL_LOCK_WAIT_TIMEOUT_S)
 
-    assert settings == ("READ-COMMITTED", "utf8mb4", "+00:00", database.MYSQL_LOCK_WAIT_TIMEOUT_S)
+
+def test_the_read_connection_is_read_committed_utf8mb4_utc_with_each_select_its_own_transaction(
+    engine,
+):
+    reader = database.Reader(engine)
+    (settings,) = reader.rows(database.CompiledQuery(engine, sa.text(SESSION_SETTINGS)), {})
+
+    assert settings == (*EXPECTED_SETTINGS, 1)
+
+
+def test_every_write_connection_is_read_committed_utf8mb4_utc_with_short_lock_waits(engine):
+    with engine.begin() as conn:
+        settings = conn.exec_driver_sql(SESSION_SETTINGS).one()
+
+    # Not in autocommit: a write's first statement opens its transaction, with no BEGIN.
+    assert tuple(settings) == (*EXPECTED_SETTINGS, 0)
 
 
 def test_four_byte_text_and_milliseconds_round_trip_exactly(client, engine):

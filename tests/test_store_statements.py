@@ -25,8 +25,7 @@ def test_a_driver_error_is_raised_as_sqlalchemy_s_and_rolls_the_transaction_back
     with pytest.raises(IntegrityError), store.transaction() as conn:
         store.insert_friendship(conn, ada.id, bob.id)
         store.insert_friendship(conn, ada.id, bob.id)
-    with store.transaction() as conn:
-        assert store.friendship_id(conn, ada.id, bob.id) is None
+    assert store.friendship_id(ada.id, bob.id) is None
 
 
 def test_a_datetime_is_stored_exactly_as_sqlalchemy_stores_it(engine):
