@@ -231,3 +231,59 @@ def private_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Privat
     finally:
         server.stop()
         shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+def kill_connections(url: str) -> int:
+    """KILL, from another session, every other connection to the URL's database (what an
+    operator, wait_timeout or a failover does to a service's idle connections); how many."""
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            ids = conn.exec_driver_sql(
+                "SELECT id FROM information_schema.processlist"
+                " WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+            ).scalars()
+            killed = 0
+            for connection_id in ids:
+                conn.exec_driver_sql(f"KILL CONNECTION {int(connection_id)}")
+                killed += 1
+            return killed
+    finally:
+        engine.dispose()
+
+
+class RoundTrips:
+    """Commands a quiet server received from clients: statements (Questions) plus pings, read
+    from the global status counters by a session of its own, its own statements left out."""
+
+    def __init__(self, url: str) -> None:
+        self._engine = sa.create_engine(url, poolclass=sa.NullPool)
+        self._conn = self._engine.connect()
+
+    def total(self) -> int:
+        counters = dict(
+            self._conn.exec_driver_sql(
+                "SHOW GLOBAL STATUS WHERE Variable_name IN"
+                " ('Questions', 'Com_admin_commands', 'Com_show_status')"
+            ).all()
+        )
+        # Each SHOW STATUS of this session is one of the Questions.
+        return (
+            int(counters["Questions"])
+            + int(counters["Com_admin_commands"])
+            - int(counters["Com_show_status"])
+        )
+
+    def close(self) -> None:
+        self._conn.close()
+        self._engine.dispose()
+
+
+def set_wait_timeout(url: str, seconds: int) -> None:
+    """The server closes connections idle this long; connections made from now on."""
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"SET GLOBAL wait_timeout = {int(seconds)}")
+    finally:
+        engine.dispose()

@@ -1,0 +1,213 @@
+"""Round trips on MySQL: one statement per read, the fewest per write, and no pre-ping to lean on:
+a connection the server closed between requests costs a retry, never a failed request."""
+
+import time
+
+import pytest
+import sqlalchemy as sa
+from falcon.testing import TestClient
+
+from feedsvc import database, wsgi
+from feedsvc.config import Config
+from feedsvc.schema import friendship, inbound, outbound
+from tests.support.mysql import RoundTrips, kill_connections, set_wait_timeout
+
+FRIENDS = 4
+REPEATS = 20
+# Longer than the 1 s wait_timeout the tests give a server: its idle connections are closed.
+IDLE_PAST_WAIT_TIMEOUT_S = 1.5
+# Only there so that a hang fails the test instead of blocking the run; not a speed assertion.
+HANG_DEADLINE_S = 30.0
+
+
+def feed_with_friends(send):
+    """Ada with four friends and a post; returns (ada, friends, everyone's ids)."""
+    ada = send("POST", "/participant", {"name": "Ada"})
+    friends = [send("POST", "/participant", {"name": f"Friend {i}"}) for i in range(FRIENDS)]
+    for friend in friends:
+        send("POST", f"{ada['link']}/friends", {"to": friend["link"]})
+    send("POST", f"{ada['link']}/outbound", {"subject": "s", "story": "hello world"})
+    return ada, friends
+
+
+def requests_of_every_kind(ada, friends):
+    """(method, path, body) for each kind of request the API serves from the database."""
+    return [
+        ("GET", ada["link"], None),
+        ("GET", f"{friends[0]['link']}/inbound", None),
+        ("GET", f"{ada['link']}/outbound", None),
+        ("GET", f"{ada['link']}/friends", None),
+        ("GET", "/outbound?keywords=world", None),
+        ("POST", "/participant", {"name": "Newcomer"}),
+        ("POST", f"{ada['link']}/friends", {"to": friends[0]["link"]}),
+        ("POST", f"{ada['link']}/outbound", {"subject": "s", "story": "again"}),
+    ]
+
+
+def in_process(client):
+    def send(method, path, body):
+        path, _, query = path.partition("?")
+        result = client.simulate_request(method, path, query_string=query, json=body)
+        assert result.status_code == 200, (method, path, result.status_code, result.text)
+        return result.json
+
+    return send
+
+
+def over_http(server):
+    def send(method, path, body):
+        response = server.request(method, path, body)
+        assert response.status == 200, (method, path, response.status, response.body)
+        return response.json
+
+    return send
+
+
+def count(url, table):
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def test_each_read_is_one_statement_and_a_post_three(private_mariadb):
+    client = TestClient(wsgi.build_app(Config.from_env({"FEED_DATABASE_URL": private_mariadb.url})))
+    send = in_process(client)
+    ada, friends = feed_with_friends(send)
+    newcomers = [send("POST", "/participant", {"name": f"n{i}"}) for i in range(REPEATS)]
+    # Statements per request, and why: a read is its own transaction in autocommit; a write's
+    # first statement opens its transaction (no BEGIN) and checks what it needs (no SELECT).
+    expected = [
+        ("GET", ada["link"], None, 1),
+        ("GET", f"{friends[0]['link']}/inbound", None, 1),
+        ("GET", f"{ada['link']}/outbound", None, 1),
+        ("GET", f"{ada['link']}/friends", None, 1),
+        ("GET", "/outbound?keywords=world", None, 1),
+        ("POST", "/participant", {"name": "x"}, 2),  # INSERT, COMMIT
+        ("POST", f"{ada['link']}/friends", {"to": friends[0]["link"]}, 1),  # found: SELECT
+        # Post: INSERT ... SELECT FROM participant, INSERT ... SELECT FROM friendship, COMMIT.
+        ("POST", f"{ada['link']}/outbound", {"subject": "s", "story": "x"}, 3),
+    ]
+    counter = RoundTrips(private_mariadb.url)
+    try:
+        measured = {}
+        for method, path, body, _ in expected:
+            send(method, path, body)  # this thread's connections exist before counting
+            before = counter.total()
+            for _ in range(REPEATS):
+                send(method, path, body)
+            measured[method, path] = (counter.total() - before) / REPEATS
+        # A new friendship: SELECT (not found), INSERT ... SELECT FROM participant, COMMIT.
+        before = counter.total()
+        for newcomer in newcomers:
+            send("POST", f"{ada['link']}/friends", {"to": newcomer["link"]})
+        new_pair = (counter.total() - before) / REPEATS
+    finally:
+        counter.close()
+
+    assert measured == {(method, path): trips for method, path, _, trips in expected}
+    assert new_pair == 3
+
+
+def test_connections_killed_between_requests_cost_no_failed_request(mariadb_url):
+    client = TestClient(wsgi.build_app(Config.from_env({"FEED_DATABASE_URL": mariadb_url})))
+    send = in_process(client)
+    ada, friends = feed_with_friends(send)
+
+    for method, path, body in requests_of_every_kind(ada, friends):
+        send(method, path, body)  # the connection it will use is open and idle
+        assert kill_connections(mariadb_url) >= 1
+        send(method, path, body)
+
+    assert count(mariadb_url, outbound) == 3  # each post stored once, none twice
+
+
+def test_connections_closed_by_wait_timeout_cost_no_failed_request(private_mariadb):
+    set_wait_timeout(private_mariadb.url, 1)
+    client = TestClient(wsgi.build_app(Config.from_env({"FEED_DATABASE_URL": private_mariadb.url})))
+    send = in_process(client)
+    ada, friends = feed_with_friends(send)
+
+    for method, path, body in requests_of_every_kind(ada, friends):
+        time.sleep(IDLE_PAST_WAIT_TIMEOUT_S)
+        send(method, path, body)
+
+    assert count(private_mariadb.url, outbound) == 2
+
+
+@pytest.mark.parametrize("worker_class", ["meinheld", "gthread"])
+def test_gunicorn_workers_ride_out_killed_and_timed_out_connections(
+    gunicorn_server, private_mariadb, worker_class
+):
+    set_wait_timeout(private_mariadb.url, 1)
+    workers = 3
+    env = {"FEED_DATABASE_URL": private_mariadb.url, "FEED_WORKER_CLASS": worker_class}
+    gunicorn_server.start(env, workers=workers)
+    gunicorn_server.wait_ready(workers=workers)
+    send = over_http(gunicorn_server)
+    ada, friends = feed_with_friends(send)
+    kinds = requests_of_every_kind(ada, friends)
+
+    def every_kind_several_times():
+        # Several of each, so that every worker (and thread) meets its closed connection.
+        for _ in range(2 * workers):
+            for method, path, body in kinds:
+                send(method, path, body)
+
+    every_kind_several_times()
+    assert kill_connections(private_mariadb.url) >= workers
+    every_kind_several_times()
+    time.sleep(IDLE_PAST_WAIT_TIMEOUT_S)
+    every_kind_several_times()
+
+    assert count(private_mariadb.url, outbound) == 1 + 3 * 2 * workers
+    assert gunicorn_server.stop() == 0, gunicorn_server.log()
+
+
+def test_a_post_or_friendship_with_an_unknown_participant_writes_nothing(database_url, tmp_path):
+    config = Config.from_env({"FEED_DATA_DIR": str(tmp_path), "FEED_DATABASE_URL": database_url})
+    database.init_db(config)
+    client = TestClient(wsgi.build_app(config))
+    ada = client.simulate_post("/participant", json={"name": "Ada"}).json
+    bob = client.simulate_post("/participant", json={"name": "Bob"}).json
+    client.simulate_post(f"{ada['link']}/friends", json={"to": bob["link"]})
+    unknown = "/participant/999999"
+
+    refused = [
+        client.simulate_post(f"{unknown}/outbound", json={"subject": "s", "story": "x"}),
+        client.simulate_post(f"{unknown}/friends", json={"to": ada["link"]}),
+        client.simulate_post(f"{ada['link']}/friends", json={"to": unknown}),
+    ]
+
+    assert [result.status_code for result in refused] == [404, 404, 404]
+    assert [result.json["description"] for result in refused] == [
+        "participant 999999 does not exist"
+    ] * 3
+    url = database.connect_url(config).render_as_string(hide_password=False)
+    assert (count(url, outbound), count(url, inbound), count(url, friendship)) == (0, 0, 1)
+
+
+def test_a_post_whose_fan_out_keeps_failing_leaves_nothing_behind(mariadb_url):
+    config = Config.from_env({"FEED_DATABASE_URL": mariadb_url})
+    client = TestClient(wsgi.build_app(config))
+    ada = client.simulate_post("/participant", json={"name": "Ada"}).json
+    bob = client.simulate_post("/participant", json={"name": "Bob"}).json
+    client.simulate_post(f"{ada['link']}/friends", json={"to": bob["link"]})
+    blocker = database.create_engine(config)
+    try:
+        with blocker.begin() as conn:
+            # Bob's inbound row needs this row's lock; every try times out after its INSERT of
+            # the outbound row, until the retries give up.
+            conn.exec_driver_sql(f"SELECT id FROM participant WHERE id = {bob['id']} FOR UPDATE")
+            started = time.monotonic()
+            result = client.simulate_post(
+                f"{ada['link']}/outbound", json={"subject": "s", "story": "x"}
+            )
+            assert time.monotonic() - started < HANG_DEADLINE_S
+    finally:
+        blocker.dispose()
+
+    assert result.status_code == 503, result.text
+    assert (count(mariadb_url, outbound), count(mariadb_url, inbound)) == (0, 0)
