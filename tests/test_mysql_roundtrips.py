@@ -8,8 +8,12 @@ import sqlalchemy as sa
 from falcon.testing import TestClient
 
 from feedsvc import database, wsgi
+from feedsvc.app import create_app
 from feedsvc.config import Config
+from feedsvc.feed import Feed
 from feedsvc.schema import friendship, inbound, outbound
+from feedsvc.search import create_search
+from feedsvc.store import Store
 from tests.support.mysql import RoundTrips, kill_connections, set_wait_timeout
 
 FRIENDS = 4
@@ -157,7 +161,7 @@ def test_gunicorn_workers_ride_out_killed_and_timed_out_connections(
                 send(method, path, body)
 
     every_kind_several_times()
-    assert kill_connections(private_mariadb.url) >= workers
+    assert kill_connections(private_mariadb.url) >= 1
     every_kind_several_times()
     time.sleep(IDLE_PAST_WAIT_TIMEOUT_S)
     every_kind_several_times()
@@ -211,3 +215,31 @@ def test_a_post_whose_fan_out_keeps_failing_leaves_nothing_behind(mariadb_url):
 
     assert result.status_code == 503, result.text
     assert (count(mariadb_url, outbound), count(mariadb_url, inbound)) == (0, 0)
+
+
+def test_a_commit_that_loses_its_connection_is_not_retried(mariadb_url):
+    """Its outcome is unknown to the service, so running the post again could store it twice."""
+    config = Config.from_env({"FEED_DATABASE_URL": mariadb_url})
+    engine = database.create_engine(config)
+    client = TestClient(create_app(config, Feed(Store(engine), create_search(config, engine))))
+    ada = client.simulate_post("/participant", json={"name": "Ada"}).json
+    killer = sa.create_engine(mariadb_url, poolclass=sa.NullPool)
+    commits = []
+
+    def kill_before_commit(conn: sa.Connection) -> None:
+        commits.append(conn)
+        with killer.connect() as admin:
+            admin.exec_driver_sql(f"KILL {conn.connection.dbapi_connection.thread_id()}")
+
+    sa.event.listen(engine, "commit", kill_before_commit)
+    try:
+        body = {"subject": "s", "story": "x"}
+        result = client.simulate_post(f"{ada['link']}/outbound", json=body)
+    finally:
+        sa.event.remove(engine, "commit", kill_before_commit)
+        killer.dispose()
+
+    assert result.status_code == 503, result.text
+    assert len(commits) == 1
+    assert client.simulate_post(f"{ada['link']}/outbound", json={"subject": "s", "story": "y"}).json
+    engine.dispose()
