@@ -6,7 +6,6 @@ import random
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
@@ -26,6 +25,7 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 # Longest pause between two tries for SQLite's write lock; a write transaction takes about 0.5 ms.
 SQLITE_LOCK_RETRY_MAX_S = 0.0005
 WRITE_OPTION = "feed_write"
+READ_CONNECTIONS = "feed_read_connections"
 # A write that waits this long for a row lock gives up and is retried (InnoDB's default is 50 s);
 # every transaction here takes milliseconds, so a longer wait means something is stuck.
 MYSQL_LOCK_WAIT_TIMEOUT_S = 1
@@ -162,7 +162,7 @@ class Reader:
     """
 
     def __init__(self, engine: Engine) -> None:
-        self._connections = _THREAD_CONNECTIONS[engine]
+        self._connections: ThreadConnections = engine.get_execution_options()[READ_CONNECTIONS]
 
     def rows(self, query: CompiledQuery, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         cursor, reused = self._connections.cursor(query, params)
@@ -234,10 +234,10 @@ class ThreadConnections:
         return local.cursor
 
 
-# Each engine's read connections, shared by every Reader of that engine (store and search).
-_THREAD_CONNECTIONS: weakref.WeakKeyDictionary[Engine, ThreadConnections] = (
-    weakref.WeakKeyDictionary()
-)
+def _share_read_connections(engine: Engine, recycle_s: float | None) -> None:
+    """One read connection per thread for every Reader of the engine (store and search alike),
+    kept with the engine so that it goes when the engine goes."""
+    engine.update_execution_options(**{READ_CONNECTIONS: ThreadConnections(engine, recycle_s)})
 
 
 def init_db(config: Config) -> None:
@@ -314,7 +314,7 @@ def _mysql_engine(config: Config) -> Engine:
                 wait_timeout,
             )
 
-    _THREAD_CONNECTIONS[engine] = ThreadConnections(engine, config.db_pool_recycle_s)
+    _share_read_connections(engine, config.db_pool_recycle_s)
     return engine
 
 
@@ -343,7 +343,7 @@ def _sqlite_engine(config: Config) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")  # a last try, raising SQLAlchemy's error
 
     # SQLite is a local file, with nothing to recycle.
-    _THREAD_CONNECTIONS[engine] = ThreadConnections(engine, None)
+    _share_read_connections(engine, None)
     return engine
 
 
