@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from falcon.testing import TestClient
 
 from feedsvc import database, wsgi
 from feedsvc.config import Config
 from feedsvc.schema import inbound
+from tests.support.mysql import row_count
 
 CLIENTS = 16
 FRIENDS = 20
@@ -134,12 +134,7 @@ def hub_posts_while_friendships_are_created(send: Send) -> int:
 
 
 def inbound_rows(config: Config) -> int:
-    engine = database.create_engine(config)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(inbound)).scalar_one()
-    finally:
-        engine.dispose()
+    return row_count(config.database_url, inbound)
 
 
 def test_hub_posts_while_friendships_are_created(config):

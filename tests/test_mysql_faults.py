@@ -16,6 +16,8 @@ from feedsvc.feed import Feed
 from feedsvc.schema import inbound, outbound, participant
 from feedsvc.search import create_search
 from feedsvc.store import Store
+from tests.support.api import requests_of_every_kind, simulate
+from tests.support.mysql import row_count
 
 # Only there so that a hang fails the test instead of blocking the run; not a speed assertion.
 HANG_DEADLINE_S = 15.0
@@ -26,34 +28,6 @@ def assert_unavailable(result):
     assert result.headers["content-type"].startswith("application/json")
     assert result.json["title"] == "Database unavailable"
     assert int(result.headers["retry-after"]) >= 1
-
-
-def requests_of_every_kind(ada, bob):
-    return [
-        ("GET", "/ready", None),
-        ("GET", ada["link"], None),
-        ("GET", f"{ada['link']}/friends", None),
-        ("GET", f"{bob['link']}/inbound", None),
-        ("GET", f"{ada['link']}/outbound", None),
-        ("GET", "/outbound?keywords=story", None),
-        ("POST", "/participant", {"name": "Carol"}),
-        ("POST", f"{ada['link']}/friends", {"to": bob["link"]}),
-        ("POST", f"{ada['link']}/outbound", {"subject": "lost?", "story": "never stored"}),
-    ]
-
-
-def simulate(client, method, path, body):
-    path, _, query = path.partition("?")
-    return client.simulate_request(method, path, query_string=query, json=body)
-
-
-def count(config, table):
-    engine = database.create_engine(config)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
-    finally:
-        engine.dispose()
 
 
 @pytest.mark.parametrize(
@@ -84,8 +58,9 @@ def test_database_down_answers_503_and_the_same_app_recovers(private_mariadb, st
     assert client.simulate_get(f"{bob['link']}/inbound").json[0]["story"] == "a story"
     again = client.simulate_post(f"{ada['link']}/outbound", json={"subject": "s", "story": "back"})
     assert again.status_code == 200, again.text
-    assert count(config, outbound) == 2  # the post refused while down was not half-written
-    assert count(config, inbound) == 2
+    # The post refused while the database was down was not half-written.
+    assert row_count(config.database_url, outbound) == 2
+    assert row_count(config.database_url, inbound) == 2
 
 
 def test_a_worker_started_while_the_database_is_down_serves_once_it_is_back(private_mariadb):
@@ -154,7 +129,7 @@ def test_a_post_that_times_out_on_a_row_lock_is_retried_not_failed(mariadb_url, 
 
     assert result.status_code == 200, result.text
     assert "social_broadcast: lock conflict" in caplog.text  # it did wait, time out, retry
-    assert count(config, outbound) == 1
+    assert row_count(config.database_url, outbound) == 1
     assert client.simulate_get(f"{bob['link']}/inbound").json[0]["story"] == "x"
 
 

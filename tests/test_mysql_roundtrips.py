@@ -14,7 +14,8 @@ from feedsvc.feed import Feed
 from feedsvc.schema import friendship, inbound, outbound
 from feedsvc.search import create_search
 from feedsvc.store import Store
-from tests.support.mysql import RoundTrips, kill_connections, set_wait_timeout
+from tests.support.api import requests_of_every_kind, simulate
+from tests.support.mysql import RoundTrips, kill_connections, row_count, set_wait_timeout
 
 FRIENDS = 4
 REPEATS = 20
@@ -24,34 +25,18 @@ IDLE_PAST_WAIT_TIMEOUT_S = 1.5
 HANG_DEADLINE_S = 30.0
 
 
-def feed_with_friends(send):
-    """Ada with four friends and a post; returns (ada, friends, everyone's ids)."""
+def ada_and_bob(send):
+    """Ada and her friend Bob, whose inbound holds a story of hers."""
     ada = send("POST", "/participant", {"name": "Ada"})
-    friends = [send("POST", "/participant", {"name": f"Friend {i}"}) for i in range(FRIENDS)]
-    for friend in friends:
-        send("POST", f"{ada['link']}/friends", {"to": friend["link"]})
-    send("POST", f"{ada['link']}/outbound", {"subject": "s", "story": "hello world"})
-    return ada, friends
-
-
-def requests_of_every_kind(ada, friends):
-    """(method, path, body) for each kind of request the API serves from the database."""
-    return [
-        ("GET", ada["link"], None),
-        ("GET", f"{friends[0]['link']}/inbound", None),
-        ("GET", f"{ada['link']}/outbound", None),
-        ("GET", f"{ada['link']}/friends", None),
-        ("GET", "/outbound?keywords=world", None),
-        ("POST", "/participant", {"name": "Newcomer"}),
-        ("POST", f"{ada['link']}/friends", {"to": friends[0]["link"]}),
-        ("POST", f"{ada['link']}/outbound", {"subject": "s", "story": "again"}),
-    ]
+    bob = send("POST", "/participant", {"name": "Bob"})
+    send("POST", f"{ada['link']}/friends", {"to": bob["link"]})
+    send("POST", f"{ada['link']}/outbound", {"subject": "s", "story": "a story"})
+    return ada, bob
 
 
 def in_process(client):
     def send(method, path, body):
-        path, _, query = path.partition("?")
-        result = client.simulate_request(method, path, query_string=query, json=body)
+        result = simulate(client, method, path, body)
         assert result.status_code == 200, (method, path, result.status_code, result.text)
         return result.json
 
@@ -67,19 +52,14 @@ def over_http(server):
     return send
 
 
-def count(url, table):
-    engine = sa.create_engine(url, poolclass=sa.NullPool)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
-    finally:
-        engine.dispose()
-
-
 def test_each_read_is_one_statement_and_a_post_three(private_mariadb):
     client = TestClient(wsgi.build_app(Config.from_env({"FEED_DATABASE_URL": private_mariadb.url})))
     send = in_process(client)
-    ada, friends = feed_with_friends(send)
+    ada = send("POST", "/participant", {"name": "Ada"})
+    friends = [send("POST", "/participant", {"name": f"Friend {i}"}) for i in range(FRIENDS)]
+    for friend in friends:
+        send("POST", f"{ada['link']}/friends", {"to": friend["link"]})
+    send("POST", f"{ada['link']}/outbound", {"subject": "s", "story": "hello world"})
     newcomers = [send("POST", "/participant", {"name": f"n{i}"}) for i in range(REPEATS)]
     # Statements per request, and why: a read is its own transaction in autocommit; a write's
     # first statement opens its transaction (no BEGIN) and checks what it needs (no SELECT).
@@ -118,27 +98,27 @@ def test_each_read_is_one_statement_and_a_post_three(private_mariadb):
 def test_connections_killed_between_requests_cost_no_failed_request(mariadb_url):
     client = TestClient(wsgi.build_app(Config.from_env({"FEED_DATABASE_URL": mariadb_url})))
     send = in_process(client)
-    ada, friends = feed_with_friends(send)
+    ada, bob = ada_and_bob(send)
 
-    for method, path, body in requests_of_every_kind(ada, friends):
+    for method, path, body in requests_of_every_kind(ada, bob):
         send(method, path, body)  # the connection it will use is open and idle
         assert kill_connections(mariadb_url) >= 1
         send(method, path, body)
 
-    assert count(mariadb_url, outbound) == 3  # each post stored once, none twice
+    assert row_count(mariadb_url, outbound) == 3  # each post stored once, none twice
 
 
 def test_connections_closed_by_wait_timeout_cost_no_failed_request(private_mariadb):
     set_wait_timeout(private_mariadb.url, 1)
     client = TestClient(wsgi.build_app(Config.from_env({"FEED_DATABASE_URL": private_mariadb.url})))
     send = in_process(client)
-    ada, friends = feed_with_friends(send)
+    ada, bob = ada_and_bob(send)
 
-    for method, path, body in requests_of_every_kind(ada, friends):
+    for method, path, body in requests_of_every_kind(ada, bob):
         time.sleep(IDLE_PAST_WAIT_TIMEOUT_S)
         send(method, path, body)
 
-    assert count(private_mariadb.url, outbound) == 2
+    assert row_count(private_mariadb.url, outbound) == 2
 
 
 @pytest.mark.parametrize("worker_class", ["meinheld", "gthread"])
@@ -151,8 +131,7 @@ def test_gunicorn_workers_ride_out_killed_and_timed_out_connections(
     gunicorn_server.start(env, workers=workers)
     gunicorn_server.wait_ready(workers=workers)
     send = over_http(gunicorn_server)
-    ada, friends = feed_with_friends(send)
-    kinds = requests_of_every_kind(ada, friends)
+    kinds = requests_of_every_kind(*ada_and_bob(send))
 
     def every_kind_several_times():
         # Several of each, so that every worker (and thread) meets its closed connection.
@@ -166,7 +145,7 @@ def test_gunicorn_workers_ride_out_killed_and_timed_out_connections(
     time.sleep(IDLE_PAST_WAIT_TIMEOUT_S)
     every_kind_several_times()
 
-    assert count(private_mariadb.url, outbound) == 1 + 3 * 2 * workers
+    assert row_count(private_mariadb.url, outbound) == 1 + 3 * 2 * workers
     assert gunicorn_server.stop() == 0, gunicorn_server.log()
 
 
@@ -189,8 +168,8 @@ def test_a_post_or_friendship_with_an_unknown_participant_writes_nothing(databas
     assert [result.json["description"] for result in refused] == [
         "participant 999999 does not exist"
     ] * 3
-    url = database.connect_url(config).render_as_string(hide_password=False)
-    assert (count(url, outbound), count(url, inbound), count(url, friendship)) == (0, 0, 1)
+    counts = [row_count(config.database_url, table) for table in (outbound, inbound, friendship)]
+    assert counts == [0, 0, 1]
 
 
 def test_a_post_whose_fan_out_keeps_failing_leaves_nothing_behind(mariadb_url):
@@ -214,7 +193,7 @@ def test_a_post_whose_fan_out_keeps_failing_leaves_nothing_behind(mariadb_url):
         blocker.dispose()
 
     assert result.status_code == 503, result.text
-    assert (count(mariadb_url, outbound), count(mariadb_url, inbound)) == (0, 0)
+    assert (row_count(mariadb_url, outbound), row_count(mariadb_url, inbound)) == (0, 0)
 
 
 def test_a_commit_that_loses_its_connection_is_not_retried(mariadb_url):

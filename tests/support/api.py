@@ -118,3 +118,29 @@ def walk_pages(
         location = next_page(result)
         assert len(pages) <= 1000, "pagination does not terminate"
     return pages
+
+
+def requests_of_every_kind(
+    ada: dict[str, Any], bob: dict[str, Any]
+) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """(method, path, JSON body) of each kind of request served from the database, for Ada and
+    her friend Bob (whose inbound holds a story of hers)."""
+    return [
+        ("GET", "/ready", None),
+        ("GET", ada["link"], None),
+        ("GET", f"{ada['link']}/friends", None),
+        ("GET", f"{bob['link']}/inbound", None),
+        ("GET", f"{ada['link']}/outbound", None),
+        ("GET", "/outbound?keywords=story", None),
+        ("POST", "/participant", {"name": "Carol"}),
+        ("POST", f"{ada['link']}/friends", {"to": bob["link"]}),
+        ("POST", f"{ada['link']}/outbound", {"subject": "lost?", "story": "never stored"}),
+    ]
+
+
+def simulate(
+    client: falcon.testing.TestClient, method: str, path: str, body: dict[str, Any] | None
+) -> falcon.testing.Result:
+    """One request in-process; `path` may carry a query string."""
+    path, _, query = path.partition("?")
+    return client.simulate_request(method, path, query_string=query, json=body)

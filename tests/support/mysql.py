@@ -287,3 +287,13 @@ def set_wait_timeout(url: str, seconds: int) -> None:
             conn.exec_driver_sql(f"SET GLOBAL wait_timeout = {int(seconds)}")
     finally:
         engine.dispose()
+
+
+def row_count(url: str, table: sa.Table) -> int:
+    """Rows in a table, counted on a connection of the test's own."""
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+    finally:
+        engine.dispose()
