@@ -73,20 +73,19 @@ class Feed:
         if participant_id == friend_id:
             raise SelfFriendship(participant_id)
         low_id, high_id = sorted((participant_id, friend_id))
-        # Friendships are never removed: one that exists is the answer, without a transaction.
-        friendship_id = self._store.friendship_id(low_id, high_id)
-        if friendship_id is not None:
-            return Friendship(friendship_id, participant_id, friend_id)
         try:
             with self._store.transaction() as conn:
                 friendship_id = self._store.insert_friendship(conn, low_id, high_id)
-                if friendship_id is None:
-                    raise UnknownParticipant(self._first_unknown(participant_id, friend_id))
         except IntegrityError:
             # A concurrent request created the same friendship first: answer with that one.
             friendship_id = self._store.friendship_id(low_id, high_id)
             if friendship_id is None:
                 raise
+        if friendship_id is None:
+            # Nothing inserted: the friendship exists (they are never removed), or someone does not.
+            friendship_id = self._store.friendship_id(low_id, high_id)
+            if friendship_id is None:
+                raise UnknownParticipant(self._first_unknown(participant_id, friend_id))
         return Friendship(friendship_id, participant_id, friend_id)
 
     def _first_unknown(self, *participant_ids: int) -> int:

@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     Connection,
     bindparam,
+    exists,
     func,
     insert,
     literal,
@@ -32,13 +33,16 @@ _SELECT_PARTICIPANT = select(participant.c.id, participant.c.name).where(
 _SELECT_PAIR = select(friendship.c.id).where(
     friendship.c.low_id == bindparam("low_id"), friendship.c.high_id == bindparam("high_id")
 )
-# The pair is inserted only when both participants exist: no separate check, no extra round trip.
+# The pair is inserted only when both participants exist and it does not yet: no separate
+# checks, no extra round trips.
 _LOW = participant.alias("low")
 _HIGH = participant.alias("high")
 _INSERT_PAIR = insert(friendship).from_select(
     ["low_id", "high_id"],
     select(_LOW.c.id, _HIGH.c.id).where(
-        _LOW.c.id == bindparam("low_id"), _HIGH.c.id == bindparam("high_id")
+        _LOW.c.id == bindparam("low_id"),
+        _HIGH.c.id == bindparam("high_id"),
+        ~exists(_SELECT_PAIR),
     ),
 )
 
@@ -160,7 +164,8 @@ class Store:
         return rows[0][0] if rows else None
 
     def insert_friendship(self, conn: Connection, low_id: int, high_id: int) -> int | None:
-        """The new friendship's id; None, with nothing written, unless both participants exist."""
+        """The new friendship's id; None, with nothing written, when it exists or a participant
+        does not."""
         cursor = run_in(conn, self._insert_pair, {"low_id": low_id, "high_id": high_id})
         return cursor.lastrowid if cursor.rowcount else None
 

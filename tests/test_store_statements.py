@@ -24,7 +24,7 @@ def test_a_driver_error_is_raised_as_sqlalchemy_s_and_rolls_the_transaction_back
     bob = store.create_participant("Bob")
     with pytest.raises(IntegrityError), store.transaction() as conn:
         store.insert_friendship(conn, ada.id, bob.id)
-        store.insert_friendship(conn, ada.id, bob.id)
+        store.insert_outbound(conn, ada.id, datetime(2026, 11, 30), None, "a story")  # NOT NULL
     assert store.friendship_id(ada.id, bob.id) is None
 
 
