@@ -11,6 +11,7 @@ from feedsvc import database, wsgi
 from feedsvc.app import create_app
 from feedsvc.config import Config
 from feedsvc.feed import Feed
+from feedsvc.outbox import OutboxRelay, OutboxRow, enqueue
 from feedsvc.schema import friendship, inbound, outbound
 from feedsvc.search import create_search
 from feedsvc.store import Store
@@ -222,3 +223,44 @@ def test_a_commit_that_loses_its_connection_is_not_retried(mariadb_url):
     assert len(commits) == 1
     assert client.simulate_post(f"{ada['link']}/outbound", json={"subject": "s", "story": "y"}).json
     engine.dispose()
+
+
+class ListSink:
+    """Remembers the payloads delivered to it, in order."""
+
+    name = "list"
+
+    def __init__(self) -> None:
+        self.delivered: list[int] = []
+
+    def deliver(self, rows: list[OutboxRow]) -> None:
+        self.delivered.extend(int(row.payload) for row in rows)
+
+
+def test_the_outbox_relay_delivers_after_its_connections_were_killed(mariadb_url):
+    engine = database.create_engine(Config.from_env({"FEED_DATABASE_URL": mariadb_url}))
+    sink = ListSink()
+    relay = OutboxRelay(engine, [sink], poll_seconds=0.1, min_backoff_seconds=0.1)
+
+    @database.retry_transaction
+    def post(numbers: range) -> None:
+        with database.writer(engine).begin() as conn:
+            for number in numbers:
+                enqueue(conn, sink.name, str(number).encode())
+
+    def delivered(count: int) -> list[int]:
+        deadline = time.monotonic() + HANG_DEADLINE_S
+        while len(set(sink.delivered)) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return sorted(set(sink.delivered))
+
+    relay.start()
+    try:
+        post(range(5))
+        assert delivered(5) == list(range(5))
+        assert kill_connections(mariadb_url) >= 1
+        post(range(5, 10))
+        assert delivered(10) == list(range(10))
+    finally:
+        relay.stop()
+        engine.dispose()
