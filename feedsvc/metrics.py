@@ -26,6 +26,8 @@ from prometheus_client import (
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from feedsvc.access_log import REQUEST_ID_ENVIRON
+
 # Its _count series is the request count by route, method and status: one metric, half the writes.
 REQUESTS = Histogram(
     "feed_http_request_duration_seconds",
@@ -70,7 +72,8 @@ class RequestMetrics:
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.metrics_started = time.perf_counter()
-        resp.set_header(REQUEST_ID_HEADER, request_id(req.get_header(REQUEST_ID_HEADER)))
+        tag = req.env[REQUEST_ID_ENVIRON] = request_id(req.get_header(REQUEST_ID_HEADER))
+        resp.set_header(REQUEST_ID_HEADER, tag)
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
