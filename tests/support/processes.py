@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -123,10 +124,17 @@ class GunicornServer:
         assert self._process is not None, "server not started"
         return self._process.pid
 
-    def start(self, env: Mapping[str, str], workers: int = 2, app: str | None = None) -> None:
+    def start(
+        self,
+        env: Mapping[str, str],
+        workers: int = 2,
+        app: str | None = None,
+        fd_limit: int | None = None,
+    ) -> None:
         """Launch gunicorn as production does; inherited FEED_* variables never leak in.
 
-        `app` replaces the config's wsgi_app (a test-only app such as WORKER_APP).
+        `app` replaces the config's wsgi_app (a test-only app such as WORKER_APP); `fd_limit` is
+        the processes' RLIMIT_NOFILE, as systemd's LimitNOFILE= would set it.
         """
         environ = {
             key: value
@@ -147,6 +155,7 @@ class GunicornServer:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=None if fd_limit is None else lambda: _limit_fds(fd_limit),
         )
 
     def wait_ready(self, workers: int = 2, deadline: float = START_DEADLINE_SECONDS) -> None:
@@ -215,6 +224,10 @@ class GunicornServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def _limit_fds(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
 
 class ClientLoop:
