@@ -41,9 +41,12 @@ def client_sockets(pid: int) -> int:
     return sum(target.startswith("socket:") for target in open_files(pid))
 
 
-def test_clients_that_stop_reading_never_stall_the_worker(gunicorn_server: GunicornServer) -> None:
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_clients_that_stop_reading_never_stall_the_worker(
+    gunicorn_server: GunicornServer, worker_class: str
+) -> None:
     """Issue 13, finding 1: a response write has a total deadline and blocks no other request."""
-    start(gunicorn_server, "meinheld", FEED_TIMEOUT="20")
+    start(gunicorn_server, worker_class, FEED_TIMEOUT="20")
     (worker,) = gunicorn_server.worker_pids()
     ada = gunicorn_server.request("POST", "/participant", {"name": "Ada"}).json
     widest = {"subject": "s", "story": WIDEST_CHARACTER * STORY_MAX_CHARS}
