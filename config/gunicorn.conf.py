@@ -37,9 +37,11 @@ worker_class = {
 }[_config.worker_class]
 # Requests a gthread worker serves at once; 1 for the others (FEED_THREADS).
 threads = _config.concurrency
-# Seconds an idle keep-alive connection stays open (FEED_KEEPALIVE).
+# Seconds an idle keep-alive connection stays open (FEED_KEEPALIVE). A meinheld worker serves as
+# many connections as its RLIMIT_NOFILE allows (gunicorn's worker_connections is gthread's).
 keepalive = _config.keepalive_s
-# A worker silent this long (a request stuck in the app) is killed and replaced (FEED_TIMEOUT).
+# A worker silent this long (a request stuck in the app) is killed and replaced (FEED_TIMEOUT);
+# under meinheld also the most a response may take to be written once the client stops reading.
 timeout = _config.timeout_s
 # Seconds in-flight requests get to finish on TERM, HUP and recycling (FEED_GRACEFUL_TIMEOUT).
 graceful_timeout = _config.graceful_timeout_s

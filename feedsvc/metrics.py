@@ -26,6 +26,8 @@ from prometheus_client import (
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from feedsvc.access_log import REQUEST_ID_ENVIRON
+
 # Its _count series is the request count by route, method and status: one metric, half the writes.
 REQUESTS = Histogram(
     "feed_http_request_duration_seconds",
@@ -43,6 +45,9 @@ WORKER_EXITS = Counter("feed_worker_exits", "Worker processes that exited (resta
 
 # Any route that matched no resource is counted under one label, so junk URLs cannot add series.
 UNMATCHED_ROUTE = "unmatched"
+# Likewise any method outside HTTP's registered ones (gthread passes any token to the app).
+OTHER_METHOD = "other"
+KNOWN_METHODS = frozenset(falcon.constants.COMBINED_METHODS)
 REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_MAX_CHARS = 128
 _FIELD_CONVERTER = re.compile(r"\{(\w+):[^}]*\}")
@@ -71,17 +76,19 @@ class RequestMetrics:
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.metrics_started = time.perf_counter()
-        resp.set_header(REQUEST_ID_HEADER, request_id(req.get_header(REQUEST_ID_HEADER)))
+        tag = req.env[REQUEST_ID_ENVIRON] = request_id(req.get_header(REQUEST_ID_HEADER))
+        resp.set_header(REQUEST_ID_HEADER, tag)
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
     ) -> None:
         elapsed = time.perf_counter() - req.context.metrics_started
-        key = (req.uri_template if resource is not None else None, req.method, resp.status_code)
+        method = req.method if req.method in KNOWN_METHODS else OTHER_METHOD
+        key = (req.uri_template if resource is not None else None, method, resp.status_code)
         series = self._series.get(key)
         if series is None:
             route = route_label(key[0]) if key[0] is not None else UNMATCHED_ROUTE
-            series = self._series[key] = REQUESTS.labels(route, key[1], key[2])
+            series = self._series[key] = REQUESTS.labels(route, method, key[2])
         series.observe(elapsed)
 
 

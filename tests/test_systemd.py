@@ -35,7 +35,7 @@ from tests.support.systemd import (
 )
 
 MAX_EXPOSURE = 2.0
-SCRIPTS = ("install", "uninstall", "build-venv", "setup")
+SCRIPTS = ("install", "uninstall", "build-venv", "build-meinheld", "setup")
 FEED_NAMES = re.compile(r"\bFEED_[A-Z_]+\b")
 
 

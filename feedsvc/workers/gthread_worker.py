@@ -2,7 +2,10 @@
 
 gthread beats its heartbeat from the main thread whatever its request threads do, so gunicorn's
 `timeout` never caught a hung request. This worker stops beating while any request has been in
-the app longer than `timeout`; the arbiter then kills it and forks a replacement.
+the app longer than `timeout`; the arbiter then kills it and forks a replacement. A client that
+stops reading would hold a thread that long and then cost every connection of the worker, so its
+socket gets half of `timeout` for each send (Python's `sendall` counts it for the whole call, so it
+bounds the whole response body), after which the connection alone is closed.
 """
 
 import threading
@@ -23,6 +26,7 @@ class ThreadWorker(gthread.ThreadWorker):
     def handle_request(self, req: Any, conn: Any) -> Any:
         thread = threading.get_ident()
         self._in_app_since[thread] = time.monotonic()
+        conn.sock.settimeout(max(1, self.timeout // 2))
         try:
             return super().handle_request(req, conn)
         finally:

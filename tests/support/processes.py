@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import resource
+import select
 import signal
 import socket
 import subprocess
@@ -123,10 +125,17 @@ class GunicornServer:
         assert self._process is not None, "server not started"
         return self._process.pid
 
-    def start(self, env: Mapping[str, str], workers: int = 2, app: str | None = None) -> None:
+    def start(
+        self,
+        env: Mapping[str, str],
+        workers: int = 2,
+        app: str | None = None,
+        fd_limit: int | None = None,
+    ) -> None:
         """Launch gunicorn as production does; inherited FEED_* variables never leak in.
 
-        `app` replaces the config's wsgi_app (a test-only app such as WORKER_APP).
+        `app` replaces the config's wsgi_app (a test-only app such as WORKER_APP); `fd_limit` is
+        the processes' RLIMIT_NOFILE, as systemd's LimitNOFILE= would set it.
         """
         environ = {
             key: value
@@ -147,6 +156,7 @@ class GunicornServer:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=None if fd_limit is None else lambda: _limit_fds(fd_limit),
         )
 
     def wait_ready(self, workers: int = 2, deadline: float = START_DEADLINE_SECONDS) -> None:
@@ -217,16 +227,30 @@ class GunicornServer:
             self._log = None
 
 
-class ClientLoop:
-    """Client threads sending requests on fresh connections until stopped, tallying outcomes."""
+def _limit_fds(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
-    def __init__(self, port: int, path: str = READY_PATH, clients: int = 4) -> None:
+
+class ClientLoop:
+    """Client threads sending requests until stopped, tallying outcomes. Each request goes on a
+    fresh connection, or with `reuse_connections` on the thread's kept-alive one, which is checked
+    before reuse (as urllib3 does) and never resent: any request sent and not answered fails."""
+
+    def __init__(
+        self,
+        port: int,
+        path: str = READY_PATH,
+        clients: int = 4,
+        reuse_connections: bool = False,
+    ) -> None:
         self._port = port
         self._path = path
+        self._reuse_connections = reuse_connections
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self.served_by: set[str] = set()
         self.successes = 0
+        self.reused = 0
         self.failures: list[str] = []
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
 
@@ -250,18 +274,33 @@ class ClientLoop:
             time.sleep(0.05)
 
     def _run(self) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", self._port, timeout=60)
         while not self._stopping.is_set():
+            reusing = self._reuse_connections and connection.sock is not None
+            if reusing and select.select([connection.sock], [], [], 0)[0]:
+                # Readable while idle: the server closed it. A new connection, nothing resent.
+                connection.close()
+                reusing = False
             try:
-                response = request(self._port, "GET", self._path)
+                if self._reuse_connections:
+                    connection.request("GET", self._path)
+                    answer = connection.getresponse()
+                    response = HttpResponse(answer.status, answer.headers, answer.read())
+                else:
+                    response = request(self._port, "GET", self._path)
                 outcome = None if response.status == 200 else f"HTTP {response.status}"
             except (OSError, http.client.HTTPException) as error:
-                response, outcome = None, repr(error)
+                connection.close()
+                response = None
+                outcome = f"{'reused' if reusing else 'new'} connection: {error!r}"
             with self._lock:
                 if outcome is None and response is not None:
                     self.successes += 1
+                    self.reused += reusing
                     self.served_by.add(response.headers.get(WORKER_PID_HEADER, "?"))
                 else:
                     self.failures.append(outcome or "?")
+        connection.close()
 
 
 @contextlib.contextmanager

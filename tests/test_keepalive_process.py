@@ -1,0 +1,89 @@
+"""Reused keep-alive connections across reloads, recycling and stalls: no request may fail.
+
+The clients reuse their connections and never resend (ClientLoop with reuse_connections): every
+request sent that got no complete 200 is a failure.
+"""
+
+import functools
+import signal
+import time
+
+import pytest
+
+from tests.support.processes import START_DEADLINE_SECONDS, WORKER_APP, ClientLoop, GunicornServer
+from tests.support.worker_app import SLEEP_PATH
+
+WORKER_CLASSES = ["meinheld", "gthread"]
+KeepAliveClients = functools.partial(ClientLoop, clients=6, reuse_connections=True)
+
+
+def start(server: GunicornServer, worker_class: str, workers: int, **env: str) -> None:
+    server.start({"FEED_WORKER_CLASS": worker_class, **env}, workers=workers, app=WORKER_APP)
+    server.wait_ready(workers=workers)
+
+
+def wait_for(condition, what: str) -> None:
+    give_up = time.monotonic() + START_DEADLINE_SECONDS
+    while not condition():
+        assert time.monotonic() < give_up, f"{what} did not happen"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_hup_fails_no_request_on_reused_connections(gunicorn_server, worker_class):
+    start(gunicorn_server, worker_class, workers=2)
+    with KeepAliveClients(gunicorn_server.port) as clients:
+        for _ in range(3):
+            old_workers = set(gunicorn_server.worker_pids())
+            clients.wait_for_successes(100)
+            gunicorn_server.signal(signal.SIGHUP)
+            wait_for(
+                lambda old=old_workers: (
+                    set(gunicorn_server.worker_pids()).isdisjoint(old)
+                    and len(gunicorn_server.worker_pids()) == 2
+                ),
+                "replacing every worker",
+            )
+        clients.wait_for_successes(100)
+    assert clients.failures == []
+    assert clients.reused > clients.successes / 2
+    assert gunicorn_server.stop() == 0
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_ttou_fails_no_request_on_reused_connections(gunicorn_server, worker_class):
+    start(gunicorn_server, worker_class, workers=3)
+    with KeepAliveClients(gunicorn_server.port) as clients:
+        for remaining in (2, 1):
+            clients.wait_for_successes(100)
+            gunicorn_server.signal(signal.SIGTTOU)
+            wait_for(lambda n=remaining: len(gunicorn_server.worker_pids()) == n, "a worker less")
+        clients.wait_for_successes(100)
+    assert clients.failures == []
+    assert gunicorn_server.stop() == 0
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_recycling_fails_no_request_on_reused_connections(gunicorn_server, worker_class):
+    recycling = {"FEED_MAX_REQUESTS": "150", "FEED_MAX_REQUESTS_JITTER": "0"}
+    start(gunicorn_server, worker_class, workers=1, **recycling)
+    with KeepAliveClients(gunicorn_server.port) as clients:
+        for _ in range(3):
+            (worker,) = gunicorn_server.worker_pids()
+            wait_for(lambda w=worker: gunicorn_server.worker_pids() not in ([], [w]), "recycling")
+        clients.wait_for_successes(100)
+    assert clients.failures == []
+    assert gunicorn_server.stop() == 0
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_a_request_stalled_past_keepalive_resets_no_other_connection(gunicorn_server, worker_class):
+    start(gunicorn_server, worker_class, workers=1, FEED_KEEPALIVE="1")
+    with KeepAliveClients(gunicorn_server.port) as clients:
+        clients.wait_for_successes(100)
+        for _ in range(2):
+            stalled = gunicorn_server.request("GET", f"{SLEEP_PATH}?seconds=3")
+            assert stalled.status == 200
+            clients.wait_for_successes(100)
+    assert clients.failures == []
+    assert gunicorn_server.stop() == 0
