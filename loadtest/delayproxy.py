@@ -2,19 +2,23 @@
 
 python -m loadtest.delayproxy --target HOST:PORT --rtt-ms 1 prints `listening HOST:PORT`.
 The kernel here has no `tc netem`, so the link's latency is simulated in user space: every chunk
-read from one side is written to the other RTT/2 later, in order. asyncio's selector loop over
-select(2) (whose timeout has microsecond resolution, unlike epoll's milliseconds) keeps the
-delay accurate below a millisecond; at 0 ms the proxy forwards at once, so a benchmark's 0 ms
-baseline pays the same proxy CPU as its delayed runs.
+read from one side is written to the other RTT/2 later. One delay for every chunk makes arrival
+order deadline order, so one queue serves all connections. The loop is select(2) itself: its
+timeout has microsecond resolution (epoll's has milliseconds), and a bare loop costs a fraction
+of asyncio's CPU per chunk. At 0 ms chunks are forwarded at once, so a benchmark's 0 ms baseline
+runs the same proxy as its delayed runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import selectors
+import contextlib
+import ctypes
+import select
+import socket
 import subprocess
 import sys
+import time
 from collections import deque
 
 from loadtest.machine import process_cpu_seconds
@@ -22,107 +26,158 @@ from loadtest.server import REPO_ROOT
 
 READY_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
+RECV_BYTES = 256 * 1024
+PAUSE_BYTES = 4 * 1024 * 1024  # a side whose partner has this much unsent is not read
+PR_SET_TIMERSLACK = 29
+TIMER_SLACK_NS = 1  # Linux's default 50 us slack would lengthen every sub-millisecond delay
+LATENESS_GAIN = 0.05  # how fast the wake-up lead follows the measured lateness of deliveries
 
 
-class _Side(asyncio.Protocol):
-    """One socket of a proxied connection: what it receives goes to its partner after the delay."""
+class _End:
+    """One socket of a proxied pair: what it reads goes to `partner`, what is due it sends."""
 
-    def __init__(self, delay: float) -> None:
-        self._delay = delay
-        self._loop = asyncio.get_running_loop()
-        self._held: deque[tuple[float, bytes]] = deque()
-        self._closing = False
-        self.transport: asyncio.Transport | None = None
-        self.partner: _Side | None = None
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        self.partner: _End = self
+        self.unsent = bytearray()
+        self.close_when_sent = False
+        self.closed = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+    def fileno(self) -> int:
+        return self.sock.fileno()
 
-    def data_received(self, data: bytes) -> None:
-        if not self._delay:
-            self._partner_transport().write(data)
+    def deliver(self, data: bytes) -> None:
+        """Sends now what the socket takes; the rest waits for it to be writable."""
+        if self.closed:
             return
-        self._held.append((self._loop.time() + self._delay, data))
-        if len(self._held) == 1:
-            self._loop.call_at(self._held[0][0], self._release)
+        if not self.unsent:
+            try:
+                sent = self.sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self.close()
+                return
+            data = data[sent:]
+        self.unsent += data
+
+    def flush(self) -> None:
+        try:
+            sent = self.sock.send(self.unsent)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close()
+            return
+        del self.unsent[:sent]
+        if not self.unsent and self.close_when_sent:
+            self.close()
+
+    def hang_up(self) -> None:
+        """The partner's peer went away: close once everything it sent has been passed on."""
+        if self.unsent:
+            self.close_when_sent = True
+        else:
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.sock.close()
+            if not self.partner.closed:
+                self.partner.hang_up()
+
+
+class Proxy:
+    """All connections of one listener, delayed by `delay` seconds each way."""
+
+    def __init__(self, listener: socket.socket, target: tuple[str, int], delay: float) -> None:
+        listener.setblocking(False)
+        self._listener = listener
+        self._target = target
+        self._delay = delay
+        self._ends: list[_End] = []
+        self._due: deque[tuple[float, _End, bytes | None]] = deque()  # None: hang up
+        # select() wakes late by the scheduler's latency; waking this much early delivers on time.
+        self._lead = 0.0
+
+    def run_forever(self) -> None:
+        while True:
+            timeout = None
+            if self._due:
+                timeout = max(0.0, self._due[0][0] - self._lead - time.monotonic())
+            readers: list = [self._listener]
+            readers += [end for end in self._ends if len(end.partner.unsent) < PAUSE_BYTES]
+            writers = [end for end in self._ends if end.unsent]
+            readable, writable, _ = select.select(readers, writers, [], timeout)
+            for end in writable:
+                if not end.closed:
+                    end.flush()
+            for ready in readable:
+                if ready is self._listener:
+                    self._accept()
+                elif not ready.closed:
+                    self._read(ready)
+            self._release()
+            if any(end.closed for end in self._ends):
+                self._ends = [end for end in self._ends if not end.closed]
+
+    def _accept(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            client, _ = self._listener.accept()
+            try:
+                upstream = socket.create_connection(self._target, timeout=READY_TIMEOUT_SECONDS)
+            except OSError:
+                client.close()
+                return
+            near, far = _End(client), _End(upstream)
+            near.partner, far.partner = far, near
+            self._ends += (near, far)
+
+    def _read(self, end: _End) -> None:
+        try:
+            data: bytes | None = end.sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            data = None
+            end.closed = True
+            end.sock.close()
+        if self._delay:
+            self._due.append((time.monotonic() + self._delay, end.partner, data))
+        elif data is None:
+            end.partner.hang_up()
+        else:
+            end.partner.deliver(data)
 
     def _release(self) -> None:
-        now = self._loop.time()
-        chunks = []
-        while self._held and self._held[0][0] <= now:
-            chunks.append(self._held.popleft()[1])
-        if chunks:
-            self._partner_transport().write(b"".join(chunks))
-        if self._held:
-            self._loop.call_at(self._held[0][0], self._release)
-        elif self._closing:
-            self._partner_transport().close()
-
-    def eof_received(self) -> bool:
-        self._hang_up()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._hang_up()
-
-    def _hang_up(self) -> None:
-        """Closes the partner once what this side received has been passed on."""
-        self._closing = True
-        if not self._held and self.partner is not None and self.partner.transport is not None:
-            self.partner.transport.close()
-
-    def pause_writing(self) -> None:
-        """This socket's send buffer is full: stop reading what would fill it further."""
-        if self.partner is not None and self.partner.transport is not None:
-            self.partner.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.partner is not None and self.partner.transport is not None:
-            self.partner.transport.resume_reading()
-
-    def _partner_transport(self) -> asyncio.Transport:
-        assert self.partner is not None and self.partner.transport is not None
-        return self.partner.transport
-
-
-class _Client(_Side):
-    """The accepted side: holds its reads until the connection to the target is up."""
-
-    def __init__(self, delay: float, target: tuple[str, int]) -> None:
-        super().__init__(delay)
-        self._target = target
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        assert self.transport is not None
-        self.transport.pause_reading()
-        self._loop.create_task(self._connect())
-
-    async def _connect(self) -> None:
-        assert self.transport is not None
-        try:
-            _, upstream = await self._loop.create_connection(
-                lambda: _Side(self._delay), *self._target
-            )
-        except OSError:
-            self.transport.close()
+        due = self._due
+        if not due:
             return
-        upstream.partner, self.partner = self, upstream
-        if self.transport.is_closing():
-            upstream.transport.close()
+        now = time.monotonic()
+        if due[0][0] - self._lead > now:
             return
-        self.transport.resume_reading()
+        lateness = now - due[0][0]
+        self._lead = min(max(self._lead + LATENESS_GAIN * lateness, 0.0), self._delay / 2)
+        while due and due[0][0] - self._lead <= now:
+            _, end, data = due.popleft()
+            if data is None:
+                end.hang_up()
+            else:
+                end.deliver(data)
 
 
-async def serve(listen: tuple[str, int], target: tuple[str, int], rtt_ms: float) -> None:
-    delay = rtt_ms / 2000.0
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _Client(delay, target), *listen)
-    host, port = server.sockets[0].getsockname()[:2]
+def serve(listen: tuple[str, int], target: tuple[str, int], rtt_ms: float) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_TIMERSLACK, TIMER_SLACK_NS, 0, 0, 0)
+    listener = socket.create_server(listen, backlog=1024)
+    host, port = listener.getsockname()[:2]
     print(f"listening {host}:{port}", flush=True)
-    async with server:
-        await server.serve_forever()
+    Proxy(listener, target, rtt_ms / 2000.0).run_forever()
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -140,13 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rtt_ms < 0:
         sys.exit("delayproxy: --rtt-ms must not be negative")
-    loop = asyncio.SelectorEventLoop(selectors.SelectSelector())
-    try:
-        loop.run_until_complete(serve(args.listen, args.target, args.rtt_ms))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        loop.close()
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(args.listen, args.target, args.rtt_ms)
     return 0
 
 
