@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import re
@@ -15,6 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit
+
+from loadtest.machine import child_pids, process_cpu_seconds
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GUNICORN_CONFIG = REPO_ROOT / "config" / "gunicorn.conf.py"
@@ -110,6 +113,19 @@ class GunicornServer:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+    def worker_cpu_seconds(self) -> float:
+        """User + system CPU of the workers alive now (a recycled worker's time is lost)."""
+        assert self._process is not None
+        total = 0.0
+        for pid in child_pids(self._process.pid):
+            with contextlib.suppress(OSError):
+                total += process_cpu_seconds(pid)
+        return total
+
+    def worker_pids(self) -> list[int]:
+        assert self._process is not None
+        return child_pids(self._process.pid)
 
     def log_tail(self, lines: int = 20) -> str:
         try:
