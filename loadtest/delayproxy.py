@@ -215,9 +215,7 @@ class DelayProxy:
             sys.executable, "-m", "loadtest.delayproxy", "--target",
             f"{self.target[0]}:{self.target[1]}", "--rtt-ms", f"{self.rtt_ms:g}",
         ]  # fmt: skip
-        self.process = subprocess.Popen(
-            command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
-        )
+        self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         if not line.startswith("listening "):

@@ -305,9 +305,7 @@ class _EventLoop:
         self._sleeping: list[tuple[float, int, _Driver]] = []
         # Open loop: this process's share of the rate and of the connection bound.
         self._interval = process_count / plan.rate if plan.rate else 0.0
-        self._connection_bound = max(
-            len(self._drivers), -(-plan.connection_bound // process_count)
-        )
+        self._connection_bound = max(len(self._drivers), -(-plan.connection_bound // process_count))
         self._in_flight = 0
         self._began = 0.0
         self._latencies_us: dict[str, array] = {}
