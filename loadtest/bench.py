@@ -28,11 +28,12 @@ from loadtest.generator import LoadPlan, LoadResult, ProgressLine, run_load
 from loadtest.machine import describe_machine, machine_line
 from loadtest.remote import parse_rtts, remote_links
 from loadtest.report import cpu_share, format_table
-from loadtest.scenarios import MODES, MODES_NEEDING_WORLD, World
+from loadtest.scenarios import MODES, MODES_NEEDING_WORLD, SINGLE_OPERATION_MODES, World
 from loadtest.server import HELLO_APP, GunicornServer, ServerError, backend_label
 from loadtest.world import SeedError, seed_world
 
 CEILING = "hello"
+SINGLE = "single"
 DEFAULT_OPERATIONS = ("hello", "get-participant", "get-inbound", "post-outbound", "search")
 
 
@@ -114,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "-o", "--operations", default=",".join(DEFAULT_OPERATIONS),
-        help=f"comma-separated modes; {CEILING!r} is the ceiling (choices: {', '.join(MODES)})",
+        help=f"comma-separated modes; {CEILING!r} is the ceiling; {SINGLE!r}: every one-request"
+        f" mode, for worker CPU per request with -w 1 (choices: {', '.join(MODES)})",
     )  # fmt: skip
     parser.add_argument("-r", "--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("-d", "--duration", type=float, default=5.0, help="seconds per round")
@@ -150,6 +152,8 @@ def backends(args: argparse.Namespace, stack: contextlib.ExitStack) -> list[Back
 
 def boot_pairs(args: argparse.Namespace, stack: contextlib.ExitStack) -> list[Pair]:
     modes = [mode.strip() for mode in args.operations.split(",") if mode.strip()]
+    if modes == [SINGLE]:
+        modes = [CEILING, *(mode for mode in SINGLE_OPERATION_MODES if mode != CEILING)]
     unknown = set(modes) - set(MODES)
     if unknown:
         sys.exit(f"bench: unknown operation(s) {', '.join(sorted(unknown))}")
