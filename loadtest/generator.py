@@ -338,6 +338,7 @@ class _EventLoop:
         else:
             self._run_closed(deadline)
         wall = min(time.perf_counter(), deadline) - self._began
+        cpu = _cpu_seconds() - cpu_before  # before the histograms are built: not load generation
         self._flush_progress()
         for driver in self._drivers:
             driver.connection.close()
@@ -351,7 +352,7 @@ class _EventLoop:
         per_second = {second: histogram_of(v).encode() for second, v in by_second.items()}
         return _ProcessResult(
             histograms, per_second, self._errors, self._errors_per_second, self._kinds,
-            _cpu_seconds() - cpu_before, wall, self._late, len(self._drivers),
+            cpu, wall, self._late, len(self._drivers),
             sum(driver.connection.resends for driver in self._drivers),
         )  # fmt: skip
 
