@@ -30,7 +30,7 @@ RECV_BYTES = 256 * 1024
 PAUSE_BYTES = 4 * 1024 * 1024  # a side whose partner has this much unsent is not read
 PR_SET_TIMERSLACK = 29
 TIMER_SLACK_NS = 1  # Linux's default 50 us slack would lengthen every sub-millisecond delay
-LATENESS_GAIN = 0.05  # how fast the wake-up lead follows the measured lateness of deliveries
+LEAD_STEP_S = 2e-6  # the wake-up lead moves by this per delivery, toward the median lateness
 
 
 class _End:
@@ -100,7 +100,8 @@ class Proxy:
         self._delay = delay
         self._ends: list[_End] = []
         self._due: deque[tuple[float, _End, bytes | None]] = deque()  # None: hang up
-        # select() wakes late by the scheduler's latency; waking this much early delivers on time.
+        # select() wakes late by the scheduler's latency; waking this much early delivers the
+        # median chunk on time (a step up when late, down when early tracks the median).
         self._lead = 0.0
 
     def run_forever(self) -> None:
@@ -161,8 +162,8 @@ class Proxy:
         now = time.monotonic()
         if due[0][0] - self._lead > now:
             return
-        lateness = now - due[0][0]
-        self._lead = min(max(self._lead + LATENESS_GAIN * lateness, 0.0), self._delay / 2)
+        step = LEAD_STEP_S if now > due[0][0] else -LEAD_STEP_S
+        self._lead = min(max(self._lead + step, 0.0), self._delay / 2)
         while due and due[0][0] - self._lead <= now:
             _, end, data = due.popleft()
             if data is None:
