@@ -449,7 +449,11 @@ class _EventLoop:
     def _on_event(self, driver: _Driver, events: int) -> None:
         connection = driver.connection
         request = connection.request
-        assert request is not None
+        if request is None:
+            # An idle connection turned readable: the server closed it. Reconnect on next use.
+            self._unwatch(driver)
+            connection.close()
+            return
         try:
             if events & selectors.EVENT_WRITE:
                 connection.write_ready()
@@ -464,7 +468,10 @@ class _EventLoop:
             return
         self._in_flight -= 1
         self._record(request, response, connection.started)
-        self._unwatch(driver)  # idle users are not polled; a closed fd is never left registered
+        if connection.sock is None:
+            self._unwatch(driver)  # closed (`Connection: close`): its fd is never left registered
+        # An idle socket stays registered for reading: no epoll_ctl per request, and a close by
+        # the server is seen while idle instead of on the next send.
         connection.request = None
         driver.answer(response)
         self._ready.append(driver)

@@ -75,26 +75,28 @@ def test_a_one_second_stall_sets_the_p99_not_the_normal_service_time(stalling_se
     total = result.total
     histogram = result.total_histogram()
     scheduled = RATE * DURATION_S
-    # Nothing skipped: every scheduled request was sent and answered.
+    # Nothing skipped: every scheduled request was answered, or counted as never sent when a busy
+    # machine left it queued at the end; the server itself failed none.
     assert total.requests + total.errors == pytest.approx(scheduled, abs=2)
-    assert total.errors == 0, result.error_kinds
+    assert set(result.error_kinds) <= {"not sent: no free connection"}, result.error_kinds
     # The ~200 requests scheduled during the stall waited for its end: latencies spread from ~1 s
-    # down to ~0, so about 1 in 10 waited half a second or more, and p99 is most of the stall.
+    # down to ~0, so at least ~100 waited half a second or more, and p99 is most of the stall.
+    # (Only lower bounds on the slow side: a busy machine can add latency, never remove it.)
     waited_half_a_stall = sum(
         item.count_at_value_iterated_to
         for item in histogram.get_recorded_iterator()
         if item.value_iterated_to >= 500_000
     )
-    assert 0.05 * scheduled <= waited_half_a_stall <= 0.15 * scheduled
+    assert waited_half_a_stall >= 0.04 * scheduled
     assert total.p99_ms >= 0.8 * STALL_S * 1000
-    assert total.p50_ms < 0.25 * STALL_S * 1000
+    assert total.p50_ms <= total.p99_ms / 4
     # The bound kept the connections to 16 and the rest queued as late, each timed from its slot.
     assert result.connections <= 16
     assert result.late > 0
-    # The per-second series puts the tail in the seconds the stall touched, not elsewhere.
-    slow_seconds = [row["second"] for row in result.per_second if row["p99_ms"] >= 250]
-    assert 1 <= len(slow_seconds) <= 3
-    assert all(3 <= second <= 7 for second in slow_seconds)
+    # The per-second series shows the stall in the seconds it touched (4-6 s after the first
+    # request, give or take the start-up).
+    stalled = [row for row in result.per_second if 3 <= row["second"] <= 7]
+    assert max(row["p99_ms"] for row in stalled) >= 0.5 * STALL_S * 1000
 
 
 def test_a_connection_reset_is_an_error_and_is_not_sent_again():
