@@ -321,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine_line(machine)}")
     print(
         f"{args.workers} workers per server, {args.concurrency} users, {args.rounds} interleaved"
-        f" rounds of {args.duration:g}s; latency = median of the rounds; @half = rate-limited to"
-        " half of that pair's throughput"
+        f" rounds of {args.duration:g}s, closed loop; latency = median of the rounds; @half ="
+        " open loop at half of that pair's throughput, latency from each scheduled time;"
+        " wkr us/req = the workers' CPU (/proc) per request; gen/proxy CPU = share of the machine"
     )
     print(table(pairs))
     if args.json:
