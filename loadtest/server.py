@@ -76,9 +76,11 @@ class GunicornServer:
         env = self.environment()
         if "FEED_DATABASE_URL" in env and self.app is None:
             # Only the embedded default creates its schema at start-up; other backends need init-db.
-            subprocess.run(
-                [sys.executable, "-m", "feedsvc", "init-db"], env=env, cwd=REPO_ROOT, check=True
-            )
+            with self.log_path.open("ab") as log:
+                subprocess.run(
+                    [sys.executable, "-m", "feedsvc", "init-db"],
+                    env=env, cwd=REPO_ROOT, check=True, stdout=log,
+                )  # fmt: skip
         command = [
             sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG),
             "--bind", f"{self.host}:0", "--no-control-socket",
