@@ -7,9 +7,7 @@ import sys
 
 import orjson
 
-from loadtest.mariadb import mariadb_installed
 from loadtest.server import REPO_ROOT
-from tests.support.mysql import mariadb_unavailable
 
 
 def run(*command: str) -> subprocess.CompletedProcess:
@@ -86,9 +84,7 @@ def test_sweep_measures_the_maximum_then_open_loop_fractions_of_it(tmp_path):
         assert (tmp_path / "sweep.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_bench_puts_remote_mariadb_links_beside_sqlite_and_tears_them_down(tmp_path):
-    if not mariadb_installed():
-        mariadb_unavailable("mariadbd is not installed")
+def test_bench_puts_remote_mariadb_links_beside_sqlite(tmp_path, needs_mariadbd):
     report = tmp_path / "bench.json"
     completed = run(
         "loadtest.bench", "--workers", "1", "--rounds", "1", "--duration", "0.5",

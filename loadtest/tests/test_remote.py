@@ -5,9 +5,7 @@ import os
 import MySQLdb
 import pytest
 
-from loadtest.mariadb import mariadb_installed
 from loadtest.remote import parse_rtts, remote_links
-from tests.support.mysql import mariadb_unavailable
 
 
 def test_rtts_parse_and_refuse_negatives_and_duplicates():
@@ -17,9 +15,7 @@ def test_rtts_parse_and_refuse_negatives_and_duplicates():
             parse_rtts(bad)
 
 
-def test_links_reach_one_private_server_with_their_delay_and_leave_nothing_behind():
-    if not mariadb_installed():
-        mariadb_unavailable("mariadbd is not installed")
+def test_links_reach_one_private_server_with_their_delay_and_leave_nothing_behind(needs_mariadbd):
     with remote_links([0.0, 4.0]) as (direct, delayed):
         server = direct.server
         assert delayed.server is server
