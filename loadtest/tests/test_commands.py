@@ -101,7 +101,6 @@ def test_bench_puts_remote_mariadb_links_beside_sqlite(tmp_path, needs_mariadbd)
         assert pair["worker_cpu_us_per_request_median"] > 0
     assert pairs[0]["proxy_cpu_share"] is None
     assert all(pair["proxy_cpu_share"] is not None for pair in pairs[1:])
-    # Two round trips or more per GET at 2 ms each: the remote link is slower than no delay.
-    assert pairs[2]["p50_ms_median"] > 2 * pairs[1]["p50_ms_median"]
+    # Every GET makes at least one round trip over the 2 ms link (a lower bound: load only adds).
     assert pairs[2]["p50_ms_median"] >= 2.0
     assert "measured ping" in completed.stderr
