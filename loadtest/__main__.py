@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 
 from loadtest.generator import LoadPlan, LoadResult, ProgressLine, run_load
-from loadtest.report import summary_table
+from loadtest.report import summary_table, write_hgrm
 from loadtest.scenarios import MODES, MODES_NEEDING_WORLD, World
 from loadtest.world import SeedError, seed_world
 
@@ -41,8 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="classic mode: share of users that search instead of posting",
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed (reproducible runs)")
-    parser.add_argument("--rate", type=float, help="cap on requests/s over all users")
+    parser.add_argument(
+        "--rate", type=float,
+        help="open loop: requests/s at a constant arrival rate, latency from each scheduled time",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-connections", type=int, default=0,
+        help="open loop: connections it may open when none is idle (default: 4 x concurrency)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the report as JSON to this file")
+    parser.add_argument("--hgrm", type=Path, help="also write the merged latency histogram here")
     parser.add_argument("-q", "--quiet", action="store_true", help="no live progress line")
     return parser
 
@@ -60,11 +68,16 @@ def describe(result: LoadResult) -> str:
     header = (
         f"{plan.mode} on {plan.host}:{plan.port}: {plan.concurrency} users in"
         f" {plan.process_count} processes for {result.wall_seconds:.1f}s"
-        + (f", capped at {plan.rate:g} req/s" if plan.rate else "")
+        + (
+            f", open loop at {plan.rate:g} req/s (latency from each scheduled time)"
+            if plan.rate
+            else ", closed loop"
+        )
     )
     footer = (
         f"generator CPU: {result.cpu_seconds:.2f}s = {result.generator_cpu_share:.1%} of"
-        f" {result.cores} cores"
+        f" {result.cores} cores; {result.connections} connections, {result.late} late,"
+        f" {result.resends} resent after an idle close"
     )
     kinds = ", ".join(f"{kind}: {count}" for kind, count in sorted(result.error_kinds.items()))
     lines = [header, summary_table(result.summaries), footer]
@@ -88,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         search_percent=args.search_percent,
         seed=args.seed,
         rate=args.rate,
+        max_connections=args.max_connections,
         world=World(),
     )
     try:
@@ -101,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     print(describe(result))
     if args.json:
         args.json.write_bytes(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2))
+    if args.hgrm:
+        write_hgrm(args.hgrm, result.total_histogram())
     return 1 if result.total.requests == 0 else 0
 
 

@@ -1,8 +1,12 @@
 """Side-by-side benchmark: each operation as a ratio of a bare hello-JSON ceiling, in one run.
 
 python -m loadtest.bench [--worker-classes meinheld,gthread,sync] [--database-url URL ...]
+    [--db-rtt-ms 0,0.5,1]
 Every server is booted first; rounds then interleave all (server, operation) pairs so a noisy
-neighbour or a warming cache hits every pair alike.
+neighbour or a warming cache hits every pair alike. Rounds are closed-loop (maximum throughput);
+the half-rate pass is open-loop at half of each pair's maximum, latency from each scheduled time.
+--db-rtt-ms adds, beside the other backends, a private mariadbd reached through a delaying proxy
+per RTT (0 ms: the same proxy, no delay), set up and torn down by the benchmark.
 """
 
 from __future__ import annotations
@@ -12,21 +16,24 @@ import contextlib
 import random
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
 from feedsvc.config import default_workers
+from loadtest.delayproxy import DelayProxy
 from loadtest.generator import LoadPlan, LoadResult, ProgressLine, run_load
 from loadtest.machine import describe_machine, machine_line
-from loadtest.report import format_table
-from loadtest.scenarios import MODES, MODES_NEEDING_WORLD, World
+from loadtest.remote import parse_rtts, remote_links
+from loadtest.report import cpu_share, format_table
+from loadtest.scenarios import MODES, MODES_NEEDING_WORLD, SINGLE_OPERATION_MODES, World
 from loadtest.server import HELLO_APP, GunicornServer, ServerError, backend_label
 from loadtest.world import SeedError, seed_world
 
 CEILING = "hello"
+SINGLE = "single"
 DEFAULT_OPERATIONS = ("hello", "get-participant", "get-inbound", "post-outbound", "search")
 
 
@@ -39,7 +46,10 @@ class Pair:
     mode: str
     server: GunicornServer
     world: World
+    proxy: DelayProxy | None = None
     rounds: list[LoadResult] = field(default_factory=list)
+    worker_us_per_request: list[float] = field(default_factory=list)
+    proxy_shares: list[float] = field(default_factory=list)
     half_rate: LoadResult | None = None
 
     @property
@@ -67,6 +77,15 @@ class Pair:
     def generator_cpu_share(self) -> float:
         return statistics.fmean(result.generator_cpu_share for result in self.rounds)
 
+    @property
+    def worker_us(self) -> float:
+        """Median over rounds of the workers' CPU per answered request (from /proc)."""
+        return statistics.median(self.worker_us_per_request)
+
+    @property
+    def proxy_share(self) -> float | None:
+        return statistics.fmean(self.proxy_shares) if self.proxy_shares else None
+
 
 def short_class(worker_class: str) -> str:
     """meinheld.gmeinheld.MeinheldWorker -> MeinheldWorker: keeps the table narrow."""
@@ -91,8 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="FEED_DATABASE_URL of a backend to compare (repeatable; default: embedded SQLite)",
     )  # fmt: skip
     parser.add_argument(
+        "--db-rtt-ms", type=parse_rtts, default=[],
+        help="comma-separated RTTs: a private MariaDB behind a delaying proxy per RTT",
+    )  # fmt: skip
+    parser.add_argument(
         "-o", "--operations", default=",".join(DEFAULT_OPERATIONS),
-        help=f"comma-separated modes; {CEILING!r} is the ceiling (choices: {', '.join(MODES)})",
+        help=f"comma-separated modes; {CEILING!r} is the ceiling; {SINGLE!r}: every one-request"
+        f" mode, for worker CPU per request with -w 1 (choices: {', '.join(MODES)})",
     )  # fmt: skip
     parser.add_argument("-r", "--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("-d", "--duration", type=float, default=5.0, help="seconds per round")
@@ -107,30 +131,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@dataclass(frozen=True)
+class Backend:
+    label: str
+    database_url: str | None  # None: the embedded SQLite
+    proxy: DelayProxy | None = None
+    fresh_database: Callable[[str], str] | None = None  # per server, for the remote links
+
+
+def backends(args: argparse.Namespace, stack: contextlib.ExitStack) -> list[Backend]:
+    """The given backends (default SQLite), then one remote MariaDB per --db-rtt-ms value."""
+    chosen = [Backend(backend_label(url), url) for url in args.database_url or [None]]
+    if args.db_rtt_ms:
+        say(f"starting a private mariadbd and delaying proxies ({args.db_rtt_ms} ms) ...")
+        for link in stack.enter_context(remote_links(args.db_rtt_ms)):
+            say(f"  {link.label}: measured ping {link.measured_rtt_ms():.3f} ms")
+            chosen.append(Backend(link.label, None, link.proxy, link.database))
+    return chosen
+
+
 def boot_pairs(args: argparse.Namespace, stack: contextlib.ExitStack) -> list[Pair]:
     modes = [mode.strip() for mode in args.operations.split(",") if mode.strip()]
+    if modes == [SINGLE]:
+        modes = [CEILING, *(mode for mode in SINGLE_OPERATION_MODES if mode != CEILING)]
     unknown = set(modes) - set(MODES)
     if unknown:
         sys.exit(f"bench: unknown operation(s) {', '.join(sorted(unknown))}")
     worker_classes = [name.strip() for name in args.worker_classes.split(",") if name.strip()]
+    chosen = backends(args, stack)
     pairs: list[Pair] = []
-    for worker_class in worker_classes or [""]:
+    for class_number, worker_class in enumerate(worker_classes or [""]):
         class_env = {"FEED_WORKER_CLASS": worker_class} if worker_class else {}
         if CEILING in modes:
             hello = stack.enter_context(GunicornServer(args.workers, HELLO_APP, class_env))
             label = worker_class or short_class(hello.worker_class)
             pairs.append(Pair(label, "-", CEILING, hello, World()))
-        for database_url in args.database_url or [None]:
+        for backend in chosen:
+            database_url = backend.database_url
+            if backend.fresh_database is not None:
+                database_url = backend.fresh_database(f"bench_{class_number}")
             env = {**class_env, **({"FEED_DATABASE_URL": database_url} if database_url else {})}
             feed = stack.enter_context(GunicornServer(args.workers, env=env))
             label = worker_class or short_class(feed.worker_class)
             feed_modes = [mode for mode in modes if mode != CEILING]
             world = World()
             if set(feed_modes) & MODES_NEEDING_WORLD:
-                say(f"seeding {label}/{backend_label(database_url)} ...")
+                say(f"seeding {label}/{backend.label} ...")
                 world = seed_world(feed.host, feed.port, random.Random(args.seed))
             pairs.extend(
-                Pair(label, backend_label(database_url), mode, feed, world) for mode in feed_modes
+                Pair(label, backend.label, mode, feed, world, backend.proxy) for mode in feed_modes
             )
     return pairs
 
@@ -153,12 +202,26 @@ def measure(pair: Pair, args: argparse.Namespace, rate: float | None, tag: str) 
     return result
 
 
+def measure_round(pair: Pair, args: argparse.Namespace, tag: str) -> None:
+    """One closed-loop round, with the workers' and the proxy's CPU read from /proc around it."""
+    workers_before = pair.server.worker_cpu_seconds()
+    proxy_before = pair.proxy.cpu_seconds() if pair.proxy else 0.0
+    result = measure(pair, args, None, tag)
+    worker_cpu = pair.server.worker_cpu_seconds() - workers_before
+    answered = result.total.requests + result.total.errors
+    pair.worker_us_per_request.append(worker_cpu / answered * 1e6 if answered else float("nan"))
+    if pair.proxy:
+        proxy_cpu = pair.proxy.cpu_seconds() - proxy_before
+        pair.proxy_shares.append(cpu_share(proxy_cpu, result.wall_seconds, result.cores))
+    pair.rounds.append(result)
+
+
 def run_rounds(pairs: Sequence[Pair], args: argparse.Namespace) -> None:
     """Round r starts at pair r (rotation), so no pair always runs first or right after another."""
     for round_number in range(args.rounds):
         for offset in range(len(pairs)):
             pair = pairs[(round_number + offset) % len(pairs)]
-            pair.rounds.append(measure(pair, args, None, f"round {round_number + 1}"))
+            measure_round(pair, args, f"round {round_number + 1}")
     if args.half_rate:
         for pair in pairs:
             if pair.throughput > 0:
@@ -175,12 +238,15 @@ def ceiling_for(pair: Pair, pairs: Sequence[Pair]) -> float | None:
 def table(pairs: Sequence[Pair]) -> str:
     headers = (
         "worker", "backend", "operation", "req/s", "x ceiling", "p50 ms", "p99 ms", "errors",
-        "spread", "gen CPU", "@half req/s", "@half p50", "@half p99",
+        "spread", "wkr us/req", "gen CPU", "proxy CPU", "@half req/s", "@half p50", "@half p99",
+        "@half p99.9",
     )  # fmt: skip
+    nan = float("nan")
     rows = []
     for pair in pairs:
         ceiling = ceiling_for(pair, pairs)
         half = pair.half_rate.total if pair.half_rate else None
+        proxy_share = pair.proxy_share
         rows.append(
             (
                 pair.worker_class,
@@ -192,10 +258,13 @@ def table(pairs: Sequence[Pair]) -> str:
                 pair.median("p99_ms"),
                 pair.errors,
                 f"{pair.spread:.0%}",
+                pair.worker_us,
                 f"{pair.generator_cpu_share:.0%}",
-                half.per_second if half else float("nan"),
-                half.p50_ms if half else float("nan"),
-                half.p99_ms if half else float("nan"),
+                f"{proxy_share:.0%}" if proxy_share is not None else "-",
+                half.per_second if half else nan,
+                half.p50_ms if half else nan,
+                half.p99_ms if half else nan,
+                half.p999_ms if half else nan,
             )
         )
     return format_table(headers, rows)
@@ -209,6 +278,7 @@ def as_document(pairs: Sequence[Pair], args: argparse.Namespace, machine: dict) 
             "concurrency": args.concurrency,
             "rounds": args.rounds,
             "duration_s": args.duration,
+            "db_rtt_ms": args.db_rtt_ms,
         },
         "pairs": [
             {
@@ -223,7 +293,10 @@ def as_document(pairs: Sequence[Pair], args: argparse.Namespace, machine: dict) 
                 "p50_ms_median": pair.median("p50_ms"),
                 "p99_ms_median": pair.median("p99_ms"),
                 "errors": pair.errors,
+                "worker_cpu_us_per_request_median": pair.worker_us,
+                "worker_cpu_us_per_request": pair.worker_us_per_request,
                 "generator_cpu_share": pair.generator_cpu_share,
+                "proxy_cpu_share": pair.proxy_share,
                 "rounds": [result.as_dict() for result in pair.rounds],
                 "half_rate": pair.half_rate.as_dict() if pair.half_rate else None,
             }
@@ -248,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine_line(machine)}")
     print(
         f"{args.workers} workers per server, {args.concurrency} users, {args.rounds} interleaved"
-        f" rounds of {args.duration:g}s; latency = median of the rounds; @half = rate-limited to"
-        " half of that pair's throughput"
+        f" rounds of {args.duration:g}s, closed loop; latency = median of the rounds; @half ="
+        " open loop at half of that pair's throughput, latency from each scheduled time;"
+        " wkr us/req = the workers' CPU (/proc) per request; gen/proxy CPU = share of the machine"
     )
     print(table(pairs))
     if args.json:

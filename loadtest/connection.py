@@ -128,36 +128,30 @@ class Connection:
         self._incoming = bytearray()
         self._reused = False
         self._retried = False
+        self.resends = 0  # counted: a resend is reported, never silent
 
     @property
     def wants_write(self) -> bool:
         return bool(self._outgoing)
 
-    def begin(self, request: Request) -> None:
-        """Starts a request and sends what fits now; the selector loop does the rest."""
+    def begin(self, request: Request, scheduled: float | None = None) -> None:
+        """Starts a request and sends what fits now; its latency runs from `scheduled` if given."""
         self.request = request
-        self.started = time.perf_counter()
+        self.started = time.perf_counter() if scheduled is None else scheduled
         self._retried = False
         self._send_fresh()
 
     def write_ready(self) -> None:
-        """Continues a partial send."""
-        try:
-            sent = self._socket().send(self._outgoing)
-        except (BrokenPipeError, ConnectionResetError):
-            self._retry_or_raise()
-            return
+        """Continues a partial send; a reset or broken pipe is the request's error."""
+        sent = self._socket().send(self._outgoing)
         self._outgoing = self._outgoing[sent:]
 
     def read_ready(self) -> Response | None:
         """Reads what arrived; returns the Response once complete, None while more is due."""
-        try:
-            chunk = self._socket().recv(RECV_BYTES)
-        except ConnectionResetError:
-            chunk = b""
+        chunk = self._socket().recv(RECV_BYTES)
         if not chunk:
             if not self._incoming and self._may_retry():
-                self._retry_or_raise()
+                self._resend()
                 return None
             parsed = parse_response(self._incoming, at_eof=True)
             self.close()
@@ -199,12 +193,11 @@ class Connection:
         self.write_ready()
 
     def _may_retry(self) -> bool:
-        """Only a reused idle connection the server closed before answering is safe to resend."""
+        """Only a reused idle connection the server closed (FIN, not reset) before answering."""
         return self._reused and not self._retried
 
-    def _retry_or_raise(self) -> None:
-        if not self._may_retry():
-            raise ConnectionResetError("server closed the connection")
+    def _resend(self) -> None:
         self.close()
         self._retried = True
+        self.resends += 1
         self._send_fresh()

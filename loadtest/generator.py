@@ -1,9 +1,18 @@
-"""The load generator: one process per core, each a selector loop over keep-alive connections."""
+"""The load generator: one process per core, each a selector loop over keep-alive connections.
+
+Closed loop (no rate): each user sends its next request when its previous one is answered, as
+fast as the service answers: the maximum throughput. Open loop (a rate): each process schedules
+requests at a constant arrival rate, t_k = t0 + k / rate, whatever the service does; a latency is
+measured from the request's scheduled time, so a stall counts for every request it delays
+(no coordinated omission). A slot that finds no idle connection opens another, up to a bound, or
+waits as a late request for the next free one: none is skipped.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import heapq
+import math
 import multiprocessing
 import os
 import queue
@@ -20,15 +29,25 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue as ProcessQueue
 from multiprocessing.synchronize import Barrier
 
+from hdrh.histogram import HdrHistogram
+
 from loadtest.connection import Connection, ProtocolError, Request, Response
-from loadtest.report import OperationSummary, cpu_share, summarize_all
+from loadtest.report import (
+    OperationSummary,
+    cpu_share,
+    histogram_of,
+    merged,
+    per_second_series,
+    summarize_all,
+)
 from loadtest.scenarios import MODES, User, UserLoop, World, is_searcher
 
 ERROR_BACKOFF_SECONDS = 0.1  # a user whose request failed in transport waits before the next one
 PROGRESS_FLUSH_SECONDS = 0.25
 START_TIMEOUT_SECONDS = 60.0
 RESULT_GRACE_SECONDS = 60.0
-RATE_CATCH_UP_SECONDS = 0.02  # a rate-limited loop woken late may catch up this much, no more
+DRAIN_SECONDS = 5.0  # open loop: requests in flight at the end are awaited this long, then failed
+US_PER_SECOND = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -43,13 +62,18 @@ class LoadPlan:
     processes: int = 0  # 0: one per core, never more than there are users
     search_percent: float = 10.0
     seed: int = 1
-    rate: float | None = None  # requests/s over all processes; None: as fast as responses come
+    rate: float | None = None  # open loop: arrivals/s over all processes; None: closed loop
+    max_connections: int = 0  # open loop: connections over all processes (0: 4 x concurrency)
     world: World = field(default_factory=World)
 
     @property
     def process_count(self) -> int:
         wanted = self.processes or os.cpu_count() or 1
         return max(1, min(wanted, self.concurrency))
+
+    @property
+    def connection_bound(self) -> int:
+        return max(self.max_connections or 4 * self.concurrency, self.concurrency)
 
 
 @dataclass(frozen=True)
@@ -60,6 +84,11 @@ class LoadResult:
     wall_seconds: float
     cpu_seconds: float
     cores: int
+    histograms: dict[str, HdrHistogram]
+    per_second: list[dict[str, float]]
+    late: int  # open loop: requests that waited for a free connection past their slot
+    connections: int  # connections opened, including the ones opened before the start
+    resends: int  # requests sent again because the server had closed an idle connection
 
     @property
     def generator_cpu_share(self) -> float:
@@ -69,6 +98,9 @@ class LoadResult:
     def total(self) -> OperationSummary:
         return self.summaries[-1]
 
+    def total_histogram(self) -> HdrHistogram:
+        return merged(self.histograms.values())
+
     def as_dict(self) -> dict[str, object]:
         plan = self.plan
         return {
@@ -77,7 +109,11 @@ class LoadResult:
             "concurrency": plan.concurrency,
             "processes": plan.process_count,
             "duration_s": round(self.wall_seconds, 3),
+            "loop": "open" if plan.rate else "closed",
             "rate_limit_per_s": plan.rate,
+            "late_requests": self.late,
+            "connections": self.connections,
+            "resends": self.resends,
             "search_percent": plan.search_percent,
             "seed": plan.seed,
             "generator_cpu_seconds": round(self.cpu_seconds, 3),
@@ -85,16 +121,24 @@ class LoadResult:
             "cores": self.cores,
             "operations": [summary.as_dict() for summary in self.summaries],
             "error_kinds": self.error_kinds,
+            "per_second": self.per_second,
         }
 
 
 @dataclass
 class _ProcessResult:
-    latencies_ms: dict[str, array]
+    """Histograms travel encoded (compact, and merged by the parent as HDR histograms do)."""
+
+    histograms: dict[str, bytes]
+    per_second: dict[int, bytes]
     errors: Counter[str]
+    errors_per_second: Counter[int]
     error_kinds: Counter[str]
     cpu_seconds: float
     wall_seconds: float
+    late: int
+    connections: int
+    resends: int
 
 
 Progress = Callable[[float, int, int], None]
@@ -155,23 +199,42 @@ def _collect(
     return collected
 
 
+def _decoded_sums(encoded: list[dict]) -> dict:
+    """Merges the processes' encoded histograms key by key (operation or second)."""
+    sums: dict = {}
+    for histograms in encoded:
+        for key, data in histograms.items():
+            histogram = HdrHistogram.decode(data)
+            if key in sums:
+                sums[key].add(histogram)
+            else:
+                sums[key] = histogram
+    return sums
+
+
 def _merge(plan: LoadPlan, collected: list[_ProcessResult]) -> LoadResult:
-    latencies: dict[str, array] = {}
     errors: Counter[str] = Counter()
+    errors_per_second: Counter[int] = Counter()
     kinds: Counter[str] = Counter()
     for result in collected:
-        for operation, samples in result.latencies_ms.items():
-            latencies.setdefault(operation, array("d")).extend(samples)
         errors.update(result.errors)
+        errors_per_second.update(result.errors_per_second)
         kinds.update(result.error_kinds)
     wall = max(result.wall_seconds for result in collected)
+    histograms = _decoded_sums([result.histograms for result in collected])
+    seconds = _decoded_sums([result.per_second for result in collected])
     return LoadResult(
         plan=plan,
-        summaries=summarize_all(latencies, errors, wall),
+        summaries=summarize_all(histograms, errors, wall),
         error_kinds=dict(kinds),
         wall_seconds=wall,
         cpu_seconds=sum(result.cpu_seconds for result in collected),
         cores=os.cpu_count() or 1,
+        histograms=histograms,
+        per_second=per_second_series(seconds, errors_per_second, wall),
+        late=sum(result.late for result in collected),
+        connections=sum(result.connections for result in collected),
+        resends=sum(result.resends for result in collected),
     )
 
 
@@ -184,8 +247,7 @@ def _generator_process(
     results: ProcessQueue,
 ) -> None:
     """One generator process: every count-th user, connected before the common start."""
-    user_indexes = range(index, plan.concurrency, count)
-    loop = _EventLoop(plan, [_make_user(plan, n) for n in user_indexes], counters, index)
+    loop = _EventLoop(plan, index, count, counters)
     loop.connect()
     start.wait(START_TIMEOUT_SECONDS)
     results.put(loop.run())
@@ -224,25 +286,42 @@ class _Driver:
 
 
 class _EventLoop:
-    """One process's users: start requests (paced when rate-limited), read responses, record."""
+    """One process's users: start requests (closed loop, or on schedule), read responses, record."""
 
     def __init__(
-        self, plan: LoadPlan, users: list[User], counters: MutableSequence[int], slot: int
+        self, plan: LoadPlan, slot: int, process_count: int, counters: MutableSequence[int]
     ) -> None:
         self._plan = plan
         self._counters = counters
         self._slot = slot
+        self._process_count = process_count
         self._selector = selectors.DefaultSelector()
-        mode = MODES[plan.mode]
-        self._drivers = [_Driver(user, Connection(plan.host, plan.port), mode) for user in users]
+        self._mode = MODES[plan.mode]
+        self._drivers: list[_Driver] = []
+        for user_index in range(slot, plan.concurrency, process_count):
+            self._add_driver(user_index)
+        self._initial_users = len(self._drivers)
         self._ready: deque[_Driver] = deque(self._drivers)
         self._sleeping: list[tuple[float, int, _Driver]] = []
-        rate_share = plan.rate * len(users) / plan.concurrency if plan.rate else 0.0
-        self._interval = 1.0 / rate_share if rate_share else 0.0  # seconds between request starts
-        self._latencies: dict[str, array] = {}
+        # Open loop: this process's share of the rate and of the connection bound.
+        self._interval = process_count / plan.rate if plan.rate else 0.0
+        self._connection_bound = max(len(self._drivers), -(-plan.connection_bound // process_count))
+        self._in_flight = 0
+        self._began = 0.0
+        self._latencies_us: dict[str, array] = {}
+        self._seconds: array = array("l")  # completion second of each success, in order
+        self._seconds_latency_us: array = array("q")
         self._errors: Counter[str] = Counter()
+        self._errors_per_second: Counter[int] = Counter()
         self._kinds: Counter[str] = Counter()
+        self._late = 0
         self._done = 0
+
+    def _add_driver(self, user_index: int) -> _Driver:
+        connection = Connection(self._plan.host, self._plan.port)
+        driver = _Driver(_make_user(self._plan, user_index), connection, self._mode)
+        self._drivers.append(driver)
+        return driver
 
     def connect(self) -> None:
         """Opens every keep-alive connection; one that fails is retried by its first request."""
@@ -252,41 +331,116 @@ class _EventLoop:
 
     def run(self) -> _ProcessResult:
         cpu_before = _cpu_seconds()
-        began = time.perf_counter()
-        deadline = began + self._plan.duration
-        next_slot = began
-        next_flush = began + PROGRESS_FLUSH_SECONDS
-        now = began
+        self._began = time.perf_counter()
+        deadline = self._began + self._plan.duration
+        if self._interval:
+            self._run_open(deadline)
+        else:
+            self._run_closed(deadline)
+        wall = min(time.perf_counter(), deadline) - self._began
+        cpu = _cpu_seconds() - cpu_before  # before the histograms are built: not load generation
+        self._flush_progress()
+        for driver in self._drivers:
+            driver.connection.close()
+        histograms = {
+            operation: histogram_of(samples).encode()
+            for operation, samples in self._latencies_us.items()
+        }
+        by_second: dict[int, array] = {}
+        for second, latency in zip(self._seconds, self._seconds_latency_us, strict=True):
+            by_second.setdefault(second, array("q")).append(latency)
+        per_second = {second: histogram_of(v).encode() for second, v in by_second.items()}
+        return _ProcessResult(
+            histograms, per_second, self._errors, self._errors_per_second, self._kinds,
+            cpu, wall, self._late, len(self._drivers),
+            sum(driver.connection.resends for driver in self._drivers),
+        )  # fmt: skip
+
+    def _run_closed(self, deadline: float) -> None:
+        """Every idle user starts its next request at once; a failed one backs off briefly."""
+        next_flush = self._began + PROGRESS_FLUSH_SECONDS
+        now = self._began
         while now < deadline:
             while self._sleeping and self._sleeping[0][0] <= now:
                 self._ready.append(heapq.heappop(self._sleeping)[2])
-            while self._ready and next_slot <= now:
-                self._start(self._ready.popleft())
-                if self._interval:
-                    next_slot = max(next_slot + self._interval, now - RATE_CATCH_UP_SECONDS)
+            while self._ready:
+                self._start(self._ready.popleft(), None)
             timeout = deadline - now
-            if self._ready and self._interval:
-                timeout = min(timeout, next_slot - now)
             if self._sleeping:
                 timeout = min(timeout, self._sleeping[0][0] - now)
-            for key, events in self._selector.select(max(timeout, 0.0)):
-                self._on_event(key.data, events)
+            self._poll(max(timeout, 0.0))
             now = time.perf_counter()
             if now >= next_flush:
                 self._flush_progress()
                 next_flush = now + PROGRESS_FLUSH_SECONDS
-        wall = time.perf_counter() - began
-        self._flush_progress()
-        for driver in self._drivers:
-            driver.connection.close()
-        return _ProcessResult(
-            self._latencies, self._errors, self._kinds, _cpu_seconds() - cpu_before, wall
-        )
 
-    def _start(self, driver: _Driver) -> None:
+    def _run_open(self, deadline: float) -> None:
+        """Slot k is due at t0 + k x interval; processes are phase-shifted to interleave."""
+        t0 = self._began + self._interval * self._slot / self._process_count
+        slots = max(0, math.ceil((deadline - t0) / self._interval))
+        started = 0  # slots [started, due) are due and not yet sent
+        late_through = 0  # slots below this were already counted late
+        next_flush = self._began + PROGRESS_FLUSH_SECONDS
+        now = self._began
+        while now < deadline:
+            due = min(slots, math.floor((now - t0) / self._interval) + 1)
+            while started < due:
+                driver = self._idle_driver()
+                if driver is None:
+                    self._late += due - max(started, late_through)
+                    late_through = due
+                    break
+                self._start(driver, t0 + started * self._interval)
+                started += 1
+            timeout = deadline - now
+            if started == due and due < slots:
+                timeout = min(timeout, t0 + due * self._interval - now)
+            self._poll(max(timeout, 0.0))
+            now = time.perf_counter()
+            if now >= next_flush:
+                self._flush_progress()
+                next_flush = now + PROGRESS_FLUSH_SECONDS
+        self._unsent(slots - started)
+        self._drain(deadline + DRAIN_SECONDS)
+
+    def _idle_driver(self) -> _Driver | None:
+        """An idle connection, or a new one (with a new user) while under the bound."""
+        if self._ready:
+            return self._ready.popleft()
+        if len(self._drivers) < self._connection_bound:
+            fresh = len(self._drivers) - self._initial_users
+            user_index = self._plan.concurrency + self._slot + fresh * self._process_count
+            return self._add_driver(user_index)
+        return None
+
+    def _unsent(self, count: int) -> None:
+        """Slots that came due but found no connection before the end: failed, not skipped."""
+        if count > 0:
+            self._errors["unsent"] += count
+            self._kinds["not sent: no free connection"] += count
+            self._done += count
+
+    def _drain(self, give_up: float) -> None:
+        """Waits for the requests in flight at the end, so a late tail is still measured."""
+        now = time.perf_counter()
+        while self._in_flight and now < give_up:
+            self._poll(give_up - now)
+            now = time.perf_counter()
+        for driver in self._drivers:
+            request = driver.connection.request
+            if driver.registered is not None and request is not None:
+                self._unwatch(driver)
+                self._count_error(request.operation, "unfinished after the drain", now)
+
+    def _poll(self, timeout: float) -> None:
+        for key, events in self._selector.select(timeout):
+            self._on_event(key.data, events)
+
+    def _start(self, driver: _Driver, scheduled: float | None) -> None:
         request = driver.next_request()
+        self._in_flight += 1
         try:
-            driver.connection.begin(request)
+            driver.connection.begin(request, scheduled)
         except (OSError, ProtocolError) as error:
             self._failed(driver, request, error)
             return
@@ -295,7 +449,11 @@ class _EventLoop:
     def _on_event(self, driver: _Driver, events: int) -> None:
         connection = driver.connection
         request = connection.request
-        assert request is not None
+        if request is None:
+            # An idle connection turned readable: the server closed it. Reconnect on next use.
+            self._unwatch(driver)
+            connection.close()
+            return
         try:
             if events & selectors.EVENT_WRITE:
                 connection.write_ready()
@@ -308,8 +466,13 @@ class _EventLoop:
         if response is None:
             self._watch(driver)
             return
-        self._record(request, response, time.perf_counter() - connection.started)
-        self._unwatch(driver)  # idle users are not polled; a closed fd is never left registered
+        self._in_flight -= 1
+        self._record(request, response, connection.started)
+        if connection.sock is None:
+            self._unwatch(driver)  # closed (`Connection: close`): its fd is never left registered
+        # An idle socket stays registered for reading: no epoll_ctl per request, and a close by
+        # the server is seen while idle instead of on the next send.
+        connection.request = None
         driver.answer(response)
         self._ready.append(driver)
 
@@ -326,32 +489,44 @@ class _EventLoop:
         driver.registered = (sock, sock.fileno(), events)
 
     def _unwatch(self, driver: _Driver) -> None:
-        """By fd number: the socket may already be closed (a retry or `Connection: close`)."""
+        """By fd number: the socket may already be closed (a resend or `Connection: close`)."""
         if driver.registered is not None:
             self._selector.unregister(driver.registered[1])
             driver.registered = None
 
-    def _record(self, request: Request, response: Response, seconds: float) -> None:
-        self._done += 1
+    def _record(self, request: Request, response: Response, started: float) -> None:
+        now = time.perf_counter()
         if 200 <= response.status < 400:
-            samples = self._latencies.get(request.operation)
+            self._done += 1
+            latency_us = round((now - started) * US_PER_SECOND)
+            samples = self._latencies_us.get(request.operation)
             if samples is None:
-                samples = self._latencies[request.operation] = array("d")
-            samples.append(seconds * 1000.0)
+                samples = self._latencies_us[request.operation] = array("q")
+            samples.append(latency_us)
+            self._seconds.append(int(now - self._began))
+            self._seconds_latency_us.append(latency_us)
         else:
-            self._errors[request.operation] += 1
-            self._kinds[f"HTTP {response.status}"] += 1
+            self._count_error(request.operation, f"HTTP {response.status}", now)
+
+    def _count_error(self, operation: str, kind: str, now: float) -> None:
+        self._done += 1
+        self._errors[operation] += 1
+        self._errors_per_second[int(now - self._began)] += 1
+        self._kinds[kind] += 1
 
     def _failed(self, driver: _Driver, request: Request, error: Exception) -> None:
-        """Transport failure: counted, connection dropped, the user backs off briefly."""
+        """Transport failure: counted, connection dropped; in a closed loop the user backs off."""
+        self._in_flight -= 1
         self._unwatch(driver)
         driver.connection.close()
-        self._done += 1
-        self._errors[request.operation] += 1
-        self._kinds[type(error).__name__] += 1
+        driver.connection.request = None
+        now = time.perf_counter()
+        self._count_error(request.operation, type(error).__name__, now)
         driver.answer(Response(0, b""))
-        wake = time.perf_counter() + ERROR_BACKOFF_SECONDS
-        heapq.heappush(self._sleeping, (wake, id(driver), driver))
+        if self._interval:
+            self._ready.append(driver)
+        else:
+            heapq.heappush(self._sleeping, (now + ERROR_BACKOFF_SECONDS, id(driver), driver))
 
     def _flush_progress(self) -> None:
         failed = sum(self._errors.values())

@@ -149,6 +149,17 @@ def post_outbound(user: User) -> UserLoop:
     yield post_story(user.rng, user.known_participant())
 
 
+def post_friends(user: User) -> UserLoop:
+    """Befriends two known participants (often an existing pair: befriending is idempotent)."""
+    sender, friend = user.rng.sample(user.world.participant_ids, 2)
+    yield befriend(sender, friend)
+
+
+def health(user: User) -> UserLoop:
+    """The service's cheapest route: the worker's and Falcon's own cost, no database."""
+    yield Request("health.get", "GET", "/health")
+
+
 def search_only(user: User) -> UserLoop:
     yield search(user.rng)
 
@@ -167,9 +178,13 @@ MODES: dict[str, Callable[[User], UserLoop]] = {
     "get-outbound": get_outbound,
     "post-participant": post_participant,
     "post-outbound": post_outbound,
+    "post-friends": post_friends,
     "search": search_only,
+    "health": health,
     "hello": hello,
 }
 
 # Modes that act on existing participants get a seeded World before the clock starts.
-MODES_NEEDING_WORLD = frozenset(MODES) - {"classic", "post-participant", "hello"}
+MODES_NEEDING_WORLD = frozenset(MODES) - {"classic", "post-participant", "health", "hello"}
+# One request kind each: the rows of the worker-CPU-per-request report (bench -o single).
+SINGLE_OPERATION_MODES = tuple(mode for mode in MODES if mode not in ("classic", "read-heavy"))

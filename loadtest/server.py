@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import re
@@ -15,6 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit
+
+from loadtest.machine import child_pids, process_cpu_seconds
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GUNICORN_CONFIG = REPO_ROOT / "config" / "gunicorn.conf.py"
@@ -73,9 +76,11 @@ class GunicornServer:
         env = self.environment()
         if "FEED_DATABASE_URL" in env and self.app is None:
             # Only the embedded default creates its schema at start-up; other backends need init-db.
-            subprocess.run(
-                [sys.executable, "-m", "feedsvc", "init-db"], env=env, cwd=REPO_ROOT, check=True
-            )
+            with self.log_path.open("ab") as log:
+                subprocess.run(
+                    [sys.executable, "-m", "feedsvc", "init-db"],
+                    env=env, cwd=REPO_ROOT, check=True, stdout=log,
+                )  # fmt: skip
         command = [
             sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG),
             "--bind", f"{self.host}:0", "--no-control-socket",
@@ -110,6 +115,19 @@ class GunicornServer:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+    def worker_cpu_seconds(self) -> float:
+        """User + system CPU of the workers alive now (a recycled worker's time is lost)."""
+        assert self._process is not None
+        total = 0.0
+        for pid in child_pids(self._process.pid):
+            with contextlib.suppress(OSError):
+                total += process_cpu_seconds(pid)
+        return total
+
+    def worker_pids(self) -> list[int]:
+        assert self._process is not None
+        return child_pids(self._process.pid)
 
     def log_tail(self, lines: int = 20) -> str:
         try:

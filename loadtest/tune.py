@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import random
@@ -16,6 +17,8 @@ import orjson
 
 from loadtest.generator import LoadPlan, LoadResult, run_load
 from loadtest.machine import describe_machine, machine_line
+from loadtest.plotting import NOT_INSTALLED, pyplot
+from loadtest.remote import RemoteLink, remote_links
 from loadtest.report import format_table
 from loadtest.scenarios import MODES, MODES_NEEDING_WORLD, World
 from loadtest.server import REPO_ROOT, GunicornServer, ServerError, backend_label
@@ -78,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--step", type=int, default=1, help="worker-count increment")
     parser.add_argument("-k", "--worker-class", help="sets FEED_WORKER_CLASS for the service")
     parser.add_argument("--database-url", help="sets FEED_DATABASE_URL for the service")
+    parser.add_argument(
+        "--db-rtt-ms", type=float,
+        help="size for a remote database: a private MariaDB behind a proxy adding this RTT",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rate", type=float,
+        help="open loop at this many req/s for every count (default: closed loop, max throughput)",
+    )  # fmt: skip
     parser.add_argument("-m", "--mode", "--mix", choices=sorted(MODES), default="classic")
     parser.add_argument("-d", "--duration", type=float, default=20.0, help="seconds per count")
     parser.add_argument(
@@ -98,17 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def service_env(args: argparse.Namespace) -> dict[str, str]:
+def service_env(args: argparse.Namespace, database_url: str | None) -> dict[str, str]:
     env = {}
     if args.worker_class:
         env["FEED_WORKER_CLASS"] = args.worker_class
-    if args.database_url:
-        env["FEED_DATABASE_URL"] = args.database_url
+    if database_url:
+        env["FEED_DATABASE_URL"] = database_url
     return env
 
 
-def measure_count(workers: int, args: argparse.Namespace, progress: SweepProgress) -> tuple:
-    with GunicornServer(workers, env=service_env(args)) as server:
+def measure_count(
+    workers: int, args: argparse.Namespace, progress: SweepProgress, link: RemoteLink | None
+) -> tuple[str, LoadResult]:
+    """Each count gets a fresh server (and, on a remote link, a fresh database)."""
+    database_url = link.database(f"tune_{workers}") if link else args.database_url
+    with GunicornServer(workers, env=service_env(args, database_url)) as server:
         world = World()
         if args.mode in MODES_NEEDING_WORLD:
             world = seed_world(server.host, server.port, random.Random(args.seed))
@@ -121,6 +136,7 @@ def measure_count(workers: int, args: argparse.Namespace, progress: SweepProgres
             processes=args.processes,
             search_percent=args.search_percent,
             seed=args.seed,
+            rate=args.rate,
             world=world,
         )
         result = run_load(plan, progress)
@@ -155,13 +171,9 @@ def write_csv(path: Path, rows: Sequence[SweepRow], shares: Sequence[float]) -> 
 
 def draw_plot(path: Path, rows: Sequence[SweepRow], chosen: int | None, title: str) -> str:
     """Throughput and p99 against workers; matplotlib is the optional `plot` extra."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed (pip install -e '.[plot]'): no plot drawn"
+    plt = pyplot()
+    if plt is None:
+        return NOT_INSTALLED
     workers = [row.workers for row in rows]
     figure, throughput_axis = plt.subplots(figsize=(8, 4.5))
     throughput_axis.plot(workers, [row.throughput for row in rows], "o-", color="tab:blue")
@@ -187,6 +199,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.min_workers < 1 or args.max_workers < args.min_workers or args.step < 1:
         sys.exit("tune-workers: need 1 <= --min-workers <= --max-workers and --step >= 1")
+    if (args.rate is not None and args.rate <= 0) or (args.db_rtt_ms or 0) < 0:
+        sys.exit("tune-workers: --rate must be positive and --db-rtt-ms not negative")
+    if args.db_rtt_ms is not None and args.database_url:
+        sys.exit("tune-workers: --db-rtt-ms brings its own database; drop --database-url")
+    with contextlib.ExitStack() as stack:
+        link = None
+        if args.db_rtt_ms is not None:
+            link = stack.enter_context(remote_links([args.db_rtt_ms]))[0]
+            print(f"{link.label}: measured ping {link.measured_rtt_ms():.3f} ms", file=sys.stderr)
+        return sweep(args, link)
+
+
+def sweep(args: argparse.Namespace, link: RemoteLink | None) -> int:
     args.concurrency = args.concurrency or max(8, 2 * args.max_workers)
     counts = list(range(args.min_workers, args.max_workers + 1, args.step))
     out = args.out or REPO_ROOT / "loadtest" / "results" / time.strftime("tune-%Y%m%d-%H%M%S")
@@ -198,15 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     gunicorn_worker = "?"
     for step, workers in enumerate(counts):
         progress.begin(step)
-        gunicorn_worker, result = measure_count(workers, args, progress)
+        gunicorn_worker, result = measure_count(workers, args, progress, link)
         rows.append(sweep_row(workers, result))
         results.append(result)
         progress.end_step(rows[-1])
     recommendation = recommend_workers(rows, args.p99_limit_ms, args.tolerance)
     shares = [result.generator_cpu_share for result in results]
-    backend = backend_label(args.database_url or os.environ.get("FEED_DATABASE_URL"))
+    configured_url = args.database_url or os.environ.get("FEED_DATABASE_URL")
+    backend = link.label if link else backend_label(configured_url)
+    load = f"open loop at {args.rate:g} req/s" if args.rate else "closed loop"
     setting = (
-        f"{args.mode} load, {args.concurrency} users, {args.duration:g}s per count,"
+        f"{args.mode} load ({load}), {args.concurrency} users, {args.duration:g}s per count,"
         f" gunicorn worker {gunicorn_worker}, backend {backend}"
     )
     print(f"machine: {machine_line(machine)}")
@@ -220,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": args.duration,
         "gunicorn_worker": gunicorn_worker,
         "backend": backend,
+        "rate_per_s": args.rate,
+        "db_rtt_ms": args.db_rtt_ms,
         "p99_limit_ms": args.p99_limit_ms,
         "tolerance": args.tolerance,
         "rows": [

@@ -50,3 +50,57 @@ def test_tune_workers_sweeps_counts_writes_table_files_and_recommends(tmp_path):
         assert (tmp_path / "tune.png").read_bytes().startswith(b"\x89PNG")
     else:
         assert "matplotlib is not installed" in completed.stdout
+
+
+def test_tune_workers_open_loop_holds_the_rate_for_each_count(tmp_path):
+    completed = run(
+        "loadtest.tune", "--max-workers", "1", "--duration", "1", "--mode", "get-participant",
+        "--concurrency", "2", "--rate", "40", "--p99-limit-ms", "100000", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "open loop at 40 req/s" in completed.stdout
+    (run_document,) = orjson.loads((tmp_path / "tune.json").read_bytes())["runs"]
+    assert run_document["loop"] == "open"
+    assert run_document["operations"][-1]["requests"] == 40
+
+
+def test_sweep_measures_the_maximum_then_open_loop_fractions_of_it(tmp_path):
+    completed = run(
+        "loadtest.sweep", "--mode", "hello", "--workers", "1", "--duration", "1",
+        "--concurrency", "2", "--fractions", "10,50", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    document = orjson.loads((tmp_path / "sweep.json").read_bytes())
+    maximum = document["maximum"]["operations"][-1]["requests"]
+    assert document["maximum"]["loop"] == "closed" and maximum > 0
+    assert [step["percent_of_max"] for step in document["steps"]] == [10.0, 50.0]
+    for step in document["steps"]:
+        assert step["loop"] == "open"
+        assert step["rate_limit_per_s"] == step["offered_per_s"]
+        assert {"p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"} <= set(step["operations"][-1])
+        assert len(step["per_second"]) == 1
+    assert (tmp_path / "sweep-50.hgrm").read_text().startswith("       Value")
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "sweep.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_bench_puts_remote_mariadb_links_beside_sqlite(tmp_path, needs_mariadbd):
+    report = tmp_path / "bench.json"
+    completed = run(
+        "loadtest.bench", "--workers", "1", "--rounds", "1", "--duration", "0.5",
+        "--concurrency", "2", "--operations", "get-participant", "--db-rtt-ms", "0,2",
+        "--no-half-rate", "--json", str(report),
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    pairs = orjson.loads(report.read_bytes())["pairs"]
+    assert [pair["backend"] for pair in pairs] == [
+        "sqlite (embedded)", "mariadb rtt 0ms", "mariadb rtt 2ms",
+    ]  # fmt: skip
+    for pair in pairs:
+        assert pair["errors"] == 0 and pair["throughput_per_s"] > 0
+        assert pair["worker_cpu_us_per_request_median"] > 0
+    assert pairs[0]["proxy_cpu_share"] is None
+    assert all(pair["proxy_cpu_share"] is not None for pair in pairs[1:])
+    # Every GET makes at least one round trip over the 2 ms link (a lower bound: load only adds).
+    assert pairs[2]["p50_ms_median"] >= 2.0
+    assert "measured ping" in completed.stderr

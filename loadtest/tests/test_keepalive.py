@@ -1,4 +1,4 @@
-"""The generator's connection resends once when an idle keep-alive socket was closed under it."""
+"""The connection resends once, and counts it, when the server closed an idle keep-alive socket."""
 
 import selectors
 import socket
@@ -36,7 +36,7 @@ def exchange(connection: Connection, request: Request):
                 return response
 
 
-def test_reused_connection_closed_by_the_server_is_retried_transparently():
+def test_reused_connection_closed_by_the_server_is_resent_and_counted():
     with socket.create_server(("127.0.0.1", 0)) as listener:
         server = threading.Thread(
             target=one_request_per_connection_server, args=(listener, 3), daemon=True
@@ -48,3 +48,4 @@ def test_reused_connection_closed_by_the_server_is_retried_transparently():
         connection.close()
         server.join(10)
     assert statuses == [200, 200, 200]
+    assert connection.resends == 2

@@ -12,6 +12,7 @@ from loadtest.scenarios import (
     MODES,
     POSTS_PER_PARTICIPANT,
     SEARCHES_PER_LOOP,
+    SINGLE_OPERATION_MODES,
     STORY_WORDS,
     SUBJECT_WORDS,
     User,
@@ -118,9 +119,12 @@ def test_single_operation_modes_issue_only_their_operation():
         "get-outbound": "outbound.get",
         "post-participant": "participant.post",
         "post-outbound": "outbound.post",
+        "post-friends": "friends.post",
         "search": "outbound.search",
+        "health": "health.get",
         "hello": "hello.get",
     }
+    assert set(expected) == set(SINGLE_OPERATION_MODES)
     for mode, operation in expected.items():
         assert [r.operation for r in play(make_user(), mode)] == [operation]
 

@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
-import signal
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -19,16 +13,10 @@ from sqlalchemy.engine import URL, make_url
 
 from feedsvc import database, schema
 from feedsvc.config import Config
+from loadtest.mariadb import INSTALL_DB, MARIADBD, PrivateMariadb, mariadb_installed
 
 # The shared server that scripts/ensure-mariadb provides (root over TCP, no password).
 SHARED_SERVER_URL = os.environ.get("FEED_TEST_MARIADB_URL", "mysql+mysqldb://root@127.0.0.1:3306")
-MARIADBD = "/usr/sbin/mariadbd"
-INSTALL_DB = "mariadb-install-db"
-# A small server: the tests need correctness, not a buffer pool.
-SMALL_SERVER_OPTIONS = ("--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M")
-START_DEADLINE_S = 30.0
-STOP_DEADLINE_S = 30.0
-CREATE_FEED_DATABASE = "CREATE DATABASE IF NOT EXISTS feed CHARACTER SET utf8mb4"
 
 
 def mariadb_unavailable(reason: str) -> None:
@@ -40,12 +28,6 @@ def mariadb_unavailable(reason: str) -> None:
 
 def server_url(database_name: str | None = None) -> URL:
     return make_url(SHARED_SERVER_URL).set(database=database_name)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -119,108 +101,10 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue("mariadb_url")
 
 
-class PrivateMariadb:
-    """A mariadbd of one test's own, on a free port and a temporary data directory."""
-
-    def __init__(self, base_dir: Path) -> None:
-        self.data_dir = base_dir / "data"
-        self.log_path = base_dir / "mariadbd.log"
-        self.socket_path = base_dir / "mariadbd.sock"
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mysql+mysqldb://root@127.0.0.1:{self.port}/feed"
-
-    def install(self) -> None:
-        subprocess.run(
-            [
-                INSTALL_DB,
-                "--no-defaults",
-                f"--datadir={self.data_dir}",
-                "--skip-test-db",
-                "--auth-root-authentication-method=normal",
-                f"--user={_user()}",
-                *SMALL_SERVER_OPTIONS,
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            timeout=120,
-        )
-
-    def start(self) -> None:
-        assert self.process is None, "already running"
-        self.process = subprocess.Popen(
-            [
-                MARIADBD,
-                "--no-defaults",
-                f"--datadir={self.data_dir}",
-                f"--port={self.port}",
-                "--bind-address=127.0.0.1",
-                f"--socket={self.socket_path}",
-                f"--user={_user()}",
-                "--skip-grant-tables",
-                "--skip-log-bin",
-                f"--log-error={self.log_path}",
-                f"--pid-file={self.data_dir / 'mariadbd.pid'}",
-                *SMALL_SERVER_OPTIONS,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self._wait_until_answering()
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
-        """Stop it (SIGTERM: clean shutdown; SIGKILL: a crash) and wait until it has exited."""
-        if self.process is None:
-            return
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(STOP_DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
-    def _wait_until_answering(self) -> None:
-        engine = sa.create_engine(
-            self.url.rsplit("/", 1)[0], connect_args={"connect_timeout": 1}, poolclass=sa.NullPool
-        )
-        deadline = time.monotonic() + START_DEADLINE_S
-        try:
-            while True:
-                assert self.process is not None
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"mariadbd exited: {self._log_tail()}")
-                try:
-                    with engine.connect() as conn:
-                        conn.exec_driver_sql(CREATE_FEED_DATABASE)
-                    return
-                except sa.exc.OperationalError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"mariadbd not answering: {self._log_tail()}") from None
-                    time.sleep(0.1)
-        finally:
-            engine.dispose()
-
-    def _log_tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-2000:]
-        except OSError:
-            return "(no log)"
-
-
-def _user() -> str:
-    """mariadbd refuses to run as root unless told to, and then runs as the current user."""
-    return pwd.getpwuid(os.getuid()).pw_name
-
-
 @pytest.fixture
 def private_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateMariadb]:
     """A running private server with the feed schema; the test may stop and restart it."""
-    if shutil.which(INSTALL_DB) is None or not Path(MARIADBD).exists():
+    if not mariadb_installed():
         mariadb_unavailable(f"{MARIADBD} or {INSTALL_DB} is not installed")
     server = PrivateMariadb(tmp_path_factory.mktemp("mariadbd"))
     server.install()
