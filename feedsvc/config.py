@@ -178,8 +178,7 @@ class Config:
     @property
     def relay_threads(self) -> int:
         """The worker's outbox relay threads, one per sink (search index, Kafka events)."""
-        indexes_through_outbox = bool(self.search_urls) or self.is_sqlite
-        return int(indexes_through_outbox) + int(bool(self.kafka_bootstrap))
+        return int(bool(self.search_urls)) + int(bool(self.kafka_bootstrap))
 
     @property
     def default_db_pool_size(self) -> int:
