@@ -72,9 +72,9 @@ class IndexedTestClient(falcon.testing.TestClient):
     """
 
     def __init__(
-        self, service: Service, config: Config, refresh: Callable[[], object] = lambda: None
+        self, app: falcon.App, config: Config, refresh: Callable[[], object] = lambda: None
     ) -> None:
-        super().__init__(service.app)
+        super().__init__(app)
         self._config = config
         self._refresh = refresh
 
@@ -89,7 +89,7 @@ class IndexedTestClient(falcon.testing.TestClient):
 
 @pytest.fixture
 def indexed_client(service: Service, api_config: Config) -> IndexedTestClient:
-    return IndexedTestClient(service, api_config)
+    return IndexedTestClient(service.app, api_config)
 
 
 @pytest.fixture

@@ -161,4 +161,4 @@ def elastic_indexed_client(
 ) -> IndexedTestClient:
     """Elasticsearch makes what it indexed searchable at its next refresh: asked for at once."""
     refresh = functools.partial(elastic_client.indices.refresh, index=elastic_config.search_index)
-    return IndexedTestClient(elastic_service, elastic_config, refresh)
+    return IndexedTestClient(elastic_service.app, elastic_config, refresh)
