@@ -45,9 +45,11 @@ DEFAULT_BATCH_SIZE = 500
 DEFAULT_LEASE_SECONDS = 30.0
 # How often an idle worker looks for rows it was not woken for (posts made by other workers).
 DEFAULT_POLL_SECONDS = 1.0
-# How often the lease holder looks for rows while it keeps a drained sink's lease: posts made by
-# other workers wake only their own relay, so this bounds their wait for delivery (a post is
-# searchable within a second).
+# How often the lease holder looks for rows while it keeps a sink's lease: posts made by other
+# workers wake only their own relay, so this bounds their wait for delivery (a post is searchable
+# within a second). After a partial batch the holder also waits this long, so that rows gather
+# into batches and its own write (deleting what it delivered) takes the posts' write lock at most
+# about 1 / DEFAULT_HELD_POLL_SECONDS times a second instead of once per post.
 DEFAULT_HELD_POLL_SECONDS = 0.05
 # How long a drained sink's lease is kept before it is handed back: under steady posting the
 # holder keeps it, so a post costs one delete, not a take-and-release of the lease as well.
@@ -369,6 +371,8 @@ class _SinkDelivery:
             conn.execute(_DELETE, {"ids": [row.id for row in rows]})
         self._delivered.inc(len(rows))
         self._report_backlog()
+        if len(rows) < self._batch_size:
+            return self._held_poll_seconds, False  # let the next batch gather, whatever wakes
         return 0.0, True
 
     def _drained(self) -> tuple[float, bool]:

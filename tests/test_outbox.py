@@ -99,7 +99,8 @@ def test_a_rolled_back_transaction_delivers_nothing(engine, relays):
         raise RuntimeError("the post failed")
     post(engine, "rollback", range(2, 3))
     wait_until(lambda: sink.delivered == [2])
-    assert backlog(engine, "rollback") == 0
+    # The relay deletes a batch's rows just after the sink took it.
+    wait_until(lambda: backlog(engine, "rollback") == 0)
 
 
 def test_rows_of_other_sinks_are_left_alone(engine, relays):
