@@ -43,6 +43,8 @@ def test_init_db_creates_the_index_with_its_mapping(elastic_config, elastic_clie
     assert properties["sender"]["type"] == "keyword"
     assert properties["occurred"]["type"] == "date"
     assert set(properties) == set(MAPPINGS["properties"])
+    settings = elastic_client.indices.get_settings(index=elastic_config.search_index)
+    assert settings[elastic_config.search_index]["settings"]["index"]["refresh_interval"] == "500ms"
 
 
 def test_posts_are_indexed_under_their_id_and_found_by_keyword(

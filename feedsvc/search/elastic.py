@@ -26,9 +26,12 @@ BULK_TIMEOUT_SECONDS = 10.0
 # Bulk item statuses worth retrying: the cluster is busy or broken, not the document.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
-# Tokenised like the embedded FTS5 index (unicode61, remove_diacritics): any run of letters or
-# digits is a word, case and accents folded, so both backends match the same posts.
 SETTINGS = {
+    # Posts are searchable within a second: the relay's delay plus at most half a second here
+    # (Elasticsearch's default, 1 s, skipped while the index gets no search, would not do).
+    "refresh_interval": "500ms",
+    # Tokenised like the embedded FTS5 index (unicode61, remove_diacritics): any run of letters
+    # or digits is a word, case and accents folded, so both backends match the same posts.
     "analysis": {
         "tokenizer": {"words": {"type": "pattern", "pattern": r"[^\p{L}\p{N}]+"}},
         "analyzer": {
@@ -38,7 +41,7 @@ SETTINGS = {
                 "filter": ["lowercase", "asciifolding"],
             }
         },
-    }
+    },
 }
 MAPPINGS = {
     "dynamic": "strict",
