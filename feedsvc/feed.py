@@ -95,7 +95,7 @@ class Feed:
 
     @retry_lock_conflicts
     def social_broadcast(self, sender_id: int, subject: str, story: str) -> Post:
-        """Store a post, deliver it to every current friend and index it: all of it or none."""
+        """Store a post, deliver it to every current friend, queue it for search: all or none."""
         with self._store.transaction() as conn:
             if not self._store.participant_exists(conn, sender_id):
                 raise UnknownParticipant(sender_id)

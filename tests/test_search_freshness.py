@@ -90,14 +90,16 @@ def test_a_post_is_queued_in_its_transaction_and_indexed_by_delivery(sqlite_conf
 def posts(config: Config, count: int) -> int:
     """Store `count` posts by one sender straight in the database; returns the sender's id."""
     engine = database.create_engine(config)
+    search = EmbeddedSearch(engine, config.sqlite_synchronous)
     try:
         store = Store(engine)
         sender = store.create_participant("Prolific")
-        feed = Feed(store, EmbeddedSearch(engine, config.sqlite_synchronous))
+        feed = Feed(store, search)
         for number in range(count):
             feed.social_broadcast(sender.id, "s", f"story number{number}")
         return sender.id
     finally:
+        search.close()
         engine.dispose()
 
 
