@@ -94,9 +94,14 @@ def indexed_client(service: Service, api_config: Config) -> IndexedTestClient:
 
 @pytest.fixture
 def row_counts(api_config: Config) -> RowCounts:
-    """Callable giving {table: rows} for every table, so a test can prove nothing was written."""
+    """Callable giving {table: rows} for every table, so a test can prove nothing was written.
+
+    It counts once the outbox relay has delivered what is queued, so that the relay's deletes
+    cannot make two counts differ.
+    """
 
     def count_rows() -> dict[str, int]:
+        wait_until_delivered(api_config)
         engine = database.create_engine(api_config)
         try:
             with engine.connect() as conn:
