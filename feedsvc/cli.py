@@ -8,6 +8,7 @@ from sqlalchemy.engine import make_url
 
 from feedsvc.config import Config, ConfigError
 from feedsvc.database import create_engine, init_db
+from feedsvc.search import create_search, reindex
 from feedsvc.store import Store
 
 PROGRESS_BAR_WIDTH = 40
@@ -70,26 +71,25 @@ def reindex_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def reindex_command(config: Config, args: argparse.Namespace) -> None:
-    """Rebuild the Elasticsearch index from the database, showing progress on stderr."""
-    if not config.search_urls:
-        sys.exit("feedsvc reindex: FEED_SEARCH_URL is not set; the embedded index needs no rebuild")
-    from feedsvc.search.elastic import ElasticIndex, create_client, reindex
-
+    """Rebuild the search index (Elasticsearch or the embedded file) from the database."""
     engine = create_engine(config)
-    index = ElasticIndex(create_client(config.search_urls), config.search_index)
+    search = create_search(config, engine)
     try:
+        if search.index is None:
+            sys.exit("feedsvc reindex: MySQL's FULLTEXT index is part of the table: nothing to do")
+        store = Store(engine)
         done = 0
-        for done, total in reindex(Store(engine), index, recreate=args.recreate):
+        for done, total in reindex(store, search.index, recreate=args.recreate):
             show_progress(done, total)
         print(file=sys.stderr)
-        documents = index.count()
-        posts = Store(engine).post_count()
+        documents = search.index.count()
+        posts = store.post_count()
     finally:
+        search.close()
         engine.dispose()
-        index.client.close()
     print(
-        f"feedsvc: reindexed {done} posts; index {index.name!r} holds {documents} documents, "
-        f"the database {posts} posts"
+        f"feedsvc: reindexed {done} posts; index {search.index.name!r} holds {documents} "
+        f"documents, the database {posts} posts"
     )
     if documents < done:
         sys.exit("feedsvc reindex: the index holds fewer documents than were written")
@@ -104,7 +104,7 @@ def show_progress(done: int, total: int) -> None:
 
 COMMANDS: dict[str, tuple[str, Callable[[Config, argparse.Namespace], None]]] = {
     "init-db": ("create or upgrade the schema and search index (idempotent)", init_db_command),
-    "reindex": ("rebuild the Elasticsearch index from the database", reindex_command),
+    "reindex": ("rebuild the search index from the database", reindex_command),
     "perf-report": (
         "per-minute throughput, mean, p50 and p95 per entity/operation from the Kafka perf topic",
         perf_report_command,

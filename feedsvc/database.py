@@ -319,7 +319,12 @@ def _mysql_engine(config: Config) -> Engine:
 
 
 def _sqlite_engine(config: Config) -> Engine:
-    engine = sqlalchemy.create_engine(config.database_url)
+    return sqlite_engine(config.database_url, config.sqlite_synchronous)
+
+
+def sqlite_engine(url: str, synchronous: str) -> Engine:
+    """An engine on one SQLite file (the database, or the search index beside it)."""
+    engine = sqlalchemy.create_engine(url)
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -330,7 +335,7 @@ def _sqlite_engine(config: Config) -> Engine:
         # once (SQLite's deadlock guard skips the busy handler), so it tries again.
         if not _when_unlocked(dbapi_connection, "PRAGMA journal_mode=WAL"):
             dbapi_connection.execute("PRAGMA journal_mode=WAL")  # a last try, raising
-        dbapi_connection.execute(f"PRAGMA synchronous={config.sqlite_synchronous.upper()}")
+        dbapi_connection.execute(f"PRAGMA synchronous={synchronous.upper()}")
         dbapi_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         dbapi_connection.execute("PRAGMA foreign_keys=ON")
 

@@ -102,7 +102,7 @@ class Feed:
 
     @retry_transaction
     def social_broadcast(self, sender_id: int, subject: str, story: str) -> Post:
-        """Store a post, deliver it to every current friend and index it: all of it or none."""
+        """Store a post, deliver it to every current friend, queue it for search: all or none."""
         with self._store.transaction() as conn:
             post = self._store.insert_outbound(conn, sender_id, utc_now(), subject, story)
             if post is None:

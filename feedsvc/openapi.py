@@ -139,7 +139,12 @@ DOCUMENT: dict[str, Any] = {
                 },
             },
             "post": {
-                "summary": "Post: stored, delivered to every current friend's inbound, indexed, atomically",
+                "summary": "Post: stored and delivered to every current friend's inbound, atomically",
+                "description": (
+                    "The post is in the sender's outbound and every friend's inbound when the "
+                    "answer arrives. Search is near-real-time: the post is queued for indexing in "
+                    "the same transaction and is findable within about a second."
+                ),
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": _ref("NewOutbound")}},
@@ -161,6 +166,9 @@ DOCUMENT: dict[str, Any] = {
         "/outbound": {
             "get": {
                 "summary": "Distinct senders whose posts match any keyword, best match first",
+                "description": (
+                    "Near-real-time: a post is found within about a second of its acknowledgement."
+                ),
                 "parameters": [
                     {
                         "name": "keywords",

@@ -45,6 +45,12 @@ DEFAULT_BATCH_SIZE = 500
 DEFAULT_LEASE_SECONDS = 30.0
 # How often an idle worker looks for rows it was not woken for (posts made by other workers).
 DEFAULT_POLL_SECONDS = 1.0
+# How often the lease holder looks for rows while it keeps a sink's lease: posts made by other
+# workers wake only their own relay, so this bounds their wait for delivery (a post is searchable
+# within a second). After a partial batch the holder also waits this long, so that rows gather
+# into batches and its own write (deleting what it delivered) takes the posts' write lock at most
+# about 1 / DEFAULT_HELD_POLL_SECONDS times a second instead of once per post.
+DEFAULT_HELD_POLL_SECONDS = 0.05
 # How long a drained sink's lease is kept before it is handed back: under steady posting the
 # holder keeps it, so a post costs one delete, not a take-and-release of the lease as well.
 DEFAULT_IDLE_RELEASE_SECONDS = 2.0
@@ -141,6 +147,7 @@ class OutboxRelay:
         batch_size: int = DEFAULT_BATCH_SIZE,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
+        held_poll_seconds: float = DEFAULT_HELD_POLL_SECONDS,
         idle_release_seconds: float = DEFAULT_IDLE_RELEASE_SECONDS,
         min_backoff_seconds: float = DEFAULT_MIN_BACKOFF_SECONDS,
         max_backoff_seconds: float = DEFAULT_MAX_BACKOFF_SECONDS,
@@ -154,6 +161,7 @@ class OutboxRelay:
                 _Lease(engine, sink.name, owner, timedelta(seconds=lease_seconds)),
                 batch_size=batch_size,
                 poll_seconds=poll_seconds,
+                held_poll_seconds=held_poll_seconds,
                 idle_release_seconds=idle_release_seconds,
                 backoff=_Backoff(min_backoff_seconds, max_backoff_seconds),
             )
@@ -284,6 +292,7 @@ class _SinkDelivery:
         *,
         batch_size: int,
         poll_seconds: float,
+        held_poll_seconds: float,
         idle_release_seconds: float,
         backoff: _Backoff,
     ) -> None:
@@ -293,6 +302,7 @@ class _SinkDelivery:
         self._lease = lease
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
+        self._held_poll_seconds = held_poll_seconds
         self._idle_release_seconds = idle_release_seconds
         self._drained_at: float | None = None
         self._backoff = backoff
@@ -361,6 +371,8 @@ class _SinkDelivery:
             conn.execute(_DELETE, {"ids": [row.id for row in rows]})
         self._delivered.inc(len(rows))
         self._report_backlog()
+        if len(rows) < self._batch_size:
+            return self._held_poll_seconds, False  # let the next batch gather, whatever wakes
         return 0.0, True
 
     def _drained(self) -> tuple[float, bool]:
@@ -370,7 +382,7 @@ class _SinkDelivery:
             self._drained_at = now
             self._report_backlog(force=True)
         if now - self._drained_at < self._idle_release_seconds:
-            return min(self._poll_seconds, self._idle_release_seconds), True
+            return min(self._held_poll_seconds, self._idle_release_seconds), True
         self._drained_at = None
         self._lease.release()
         # A row committed while we released may have had its wake refused: look once more.

@@ -12,7 +12,8 @@ from feedsvc.config import Config
 from feedsvc.schema import metadata
 from feedsvc.search.elastic import MAPPINGS
 from feedsvc.wsgi import build_service
-from tests.support.elastic import free_port, search_backlog, wait_until_indexed
+from tests.support.api import outbox_backlog
+from tests.support.elastic import free_port, wait_until_indexed
 
 
 def create_participant(client, name):
@@ -42,30 +43,32 @@ def test_init_db_creates_the_index_with_its_mapping(elastic_config, elastic_clie
     assert properties["sender"]["type"] == "keyword"
     assert properties["occurred"]["type"] == "date"
     assert set(properties) == set(MAPPINGS["properties"])
+    settings = elastic_client.indices.get_settings(index=elastic_config.search_index)
+    assert settings[elastic_config.search_index]["settings"]["index"]["refresh_interval"] == "500ms"
 
 
 def test_posts_are_indexed_under_their_id_and_found_by_keyword(
-    indexed_client, elastic_config, elastic_client
+    elastic_indexed_client, elastic_config, elastic_client
 ):
-    ada = create_participant(indexed_client, "Ada")
-    bob = create_participant(indexed_client, "Bob")
-    publish(indexed_client, ada, "Café society, déjà vu")
-    publish(indexed_client, bob, "cafe_racer motorbikes with classic leather jackets")
+    ada = create_participant(elastic_indexed_client, "Ada")
+    bob = create_participant(elastic_indexed_client, "Bob")
+    publish(elastic_indexed_client, ada, "Café society, déjà vu")
+    publish(elastic_indexed_client, bob, "cafe_racer motorbikes with classic leather jackets")
 
-    assert search(indexed_client, "CAFE") == [ada["link"], bob["link"]]
-    assert search(indexed_client, "racer") == [bob["link"]]
-    assert search(indexed_client, "cafe", limit=1) == [ada["link"]]
+    assert search(elastic_indexed_client, "CAFE") == [ada["link"], bob["link"]]
+    assert search(elastic_indexed_client, "racer") == [bob["link"]]
+    assert search(elastic_indexed_client, "cafe", limit=1) == [ada["link"]]
     document = elastic_client.get(index=elastic_config.search_index, id="1")["_source"]
     assert document["sender"] == str(ada["id"])
     assert document["story"] == "Café society, déjà vu"
 
 
-def test_ties_list_senders_by_id_like_the_embedded_backend(indexed_client):
-    senders = [create_participant(indexed_client, f"P{n}") for n in range(12)]
+def test_ties_list_senders_by_id_like_the_embedded_backend(elastic_indexed_client):
+    senders = [create_participant(elastic_indexed_client, f"P{n}") for n in range(12)]
     for sender in reversed(senders):
-        publish(indexed_client, sender, "same words exactly")
+        publish(elastic_indexed_client, sender, "same words exactly")
 
-    assert search(indexed_client, "words") == [sender["link"] for sender in senders]
+    assert search(elastic_indexed_client, "words") == [sender["link"] for sender in senders]
 
 
 def test_posting_works_and_is_delivered_later_while_elasticsearch_is_down(
@@ -79,7 +82,7 @@ def test_posting_works_and_is_delivered_later_while_elasticsearch_is_down(
         try:
             for n in range(40):
                 publish(client, senders[n % 5], f"outage{n} news")
-            assert search_backlog(elastic_config) == 40
+            assert outbox_backlog(elastic_config) == 40
             unavailable = client.simulate_get("/outbound", params={"keywords": "news"})
             assert unavailable.status_code == 503
             assert unavailable.json["title"] == "Search unavailable"
@@ -137,6 +140,6 @@ def test_a_search_the_cluster_cannot_answer_is_a_503(tmp_path, silent_server, cl
         assert result.status_code == 503, result.text
         assert result.headers["content-type"].startswith("application/json")
         assert result.headers["retry-after"] == "5"
-        assert search_backlog(config) == 1
+        assert outbox_backlog(config) == 1
     finally:
         service.relay.stop()

@@ -15,5 +15,5 @@ def api_config(elastic_config):
 
 
 @pytest.fixture
-def client(indexed_client):
-    return indexed_client
+def client(elastic_indexed_client):
+    return elastic_indexed_client

@@ -15,8 +15,10 @@ from feedsvc.config import Config
 from feedsvc.feed import Feed
 from feedsvc.kafka.perf_publisher import QUEUE_SIZE, PerfPublisher
 from feedsvc.kafka.request_timing import RequestTiming
+from feedsvc.outbox import OutboxRelay
 from feedsvc.search import create_search
 from feedsvc.store import Store
+from tests.support.api import IndexedTestClient
 from tests.support.kafka import TansuBroker
 
 PERF_LINE = re.compile(rb"\d{4}\|\d{2}\|\d{2}\|\d{2}\|\d{2}\|[a-z]+\|[a-z]+\|\d+")
@@ -40,12 +42,16 @@ def feed_config(tmp_path: Path) -> Config:
 
 def timed_client(config: Config, publisher: PerfPublisher) -> Iterator[falcon.testing.TestClient]:
     engine = database.create_engine(config)
-    feed = Feed(Store(engine), create_search(config, engine))
+    search = create_search(config, engine)
+    feed = Feed(Store(engine), search)
+    relay = OutboxRelay(engine, search.outbox_sinks)
+    relay.start()
     publisher.start()
     try:
-        yield falcon.testing.TestClient(create_app(config, feed, [RequestTiming(publisher)]))
+        yield IndexedTestClient(create_app(config, feed, [RequestTiming(publisher)]), config)
     finally:
         publisher.stop()
+        relay.stop()
         engine.dispose()
 
 

@@ -95,8 +95,13 @@ def client_with_events(tmp_path: Path) -> falcon.testing.TestClient:
 
 
 def outbox_rows(engine) -> list[tuple[str, str | None, bytes]]:
+    """The events sink's rows (the embedded search index queues its own as well)."""
     with engine.connect() as conn:
-        query = select(outbox.c.sink, outbox.c.key, outbox.c.payload).order_by(outbox.c.id)
+        query = (
+            select(outbox.c.sink, outbox.c.key, outbox.c.payload)
+            .where(outbox.c.sink == SINK_NAME)
+            .order_by(outbox.c.id)
+        )
         return [(sink, key, bytes(payload)) for sink, key, payload in conn.execute(query)]
 
 

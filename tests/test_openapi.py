@@ -105,7 +105,8 @@ def test_occurred_is_documented_as_ignored(document):
     assert "ignored" in raw
 
 
-def test_documented_schemas_match_real_responses(client, document):
+def test_documented_schemas_match_real_responses(indexed_client, document):
+    client = indexed_client
     ada = create_participant(client, "Ada")
     bob = create_participant(client, "Bob")
     checks = [

@@ -106,7 +106,8 @@ def test_story_limit_counts_characters_not_bytes(client):
         ("Cafe\u0301 noir", "café"),
     ],
 )
-def test_non_latin_words_are_searchable(client, api_config, story, keywords):
+def test_non_latin_words_are_searchable(indexed_client, api_config, story, keywords):
+    client = indexed_client
     sender = create_participant(client, "Sender")
     client.simulate_post(f"{sender['link']}/outbound", json={"subject": "s", "story": story})
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -14,7 +14,6 @@ from sqlalchemy import Connection
 from feedsvc.model import Post
 from feedsvc.outbox import OutboxRow, Sink, enqueue
 from feedsvc.search import SearchUnavailable, keywords_to_words
-from feedsvc.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +23,15 @@ SEARCH_TIMEOUT_SECONDS = 1.5
 MAX_RETRIES = 1
 # Bulk writes run in the background; bounded well below the outbox lease (30 s).
 BULK_TIMEOUT_SECONDS = 10.0
-REINDEX_BATCH_SIZE = 1000
 # Bulk item statuses worth retrying: the cluster is busy or broken, not the document.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
-# Tokenised like the embedded FTS5 index (unicode61, remove_diacritics): any run of letters or
-# digits is a word, case and accents folded, so both backends match the same posts.
 SETTINGS = {
+    # Posts are searchable within a second: the relay's delay plus at most half a second here
+    # (Elasticsearch's default, 1 s, skipped while the index gets no search, would not do).
+    "refresh_interval": "500ms",
+    # Tokenised like the embedded FTS5 index (unicode61, remove_diacritics): any run of letters
+    # or digits is a word, case and accents folded, so both backends match the same posts.
     "analysis": {
         "tokenizer": {"words": {"type": "pattern", "pattern": r"[^\p{L}\p{N}]+"}},
         "analyzer": {
@@ -40,7 +41,7 @@ SETTINGS = {
                 "filter": ["lowercase", "asciifolding"],
             }
         },
-    }
+    },
 }
 MAPPINGS = {
     "dynamic": "strict",
@@ -120,6 +121,9 @@ class ElasticIndex:
             log.error("search: post %s rejected by Elasticsearch: %s", item["_id"], item["error"])
         REJECTED.inc(len(failed))
 
+    def index_posts(self, posts: Sequence[Post]) -> None:
+        self.bulk_index([(str(post.id), document(post)) for post in posts])
+
     def count(self) -> int:
         self.client.indices.refresh(index=self.name)
         return int(self.client.count(index=self.name)["count"])
@@ -146,18 +150,18 @@ class ElasticSearch:
     """The search backend: writes go through the outbox, reads ask the cluster directly."""
 
     def __init__(self, client: Elasticsearch, index_name: str) -> None:
-        self._index = ElasticIndex(client, index_name)
-        self.outbox_sinks: tuple[Sink, ...] = (IndexSink(self._index),)
+        self.index = ElasticIndex(client, index_name)
+        self.outbox_sinks: tuple[Sink, ...] = (IndexSink(self.index),)
 
     def create_schema(self) -> None:
         try:
-            self._index.create()
+            self.index.create()
         except TransportError as error:
             # Start-up must not depend on the cluster: the relay creates the index when it returns.
             log.warning("search: Elasticsearch unreachable, index not created yet: %s", error)
 
     def close(self) -> None:
-        self._index.client.close()
+        self.index.client.close()
 
     def index_post(self, conn: Connection, post: Post) -> None:
         enqueue(conn, SINK_NAME, document(post), key=str(post.id))
@@ -167,8 +171,8 @@ class ElasticSearch:
         if not words:
             return []
         try:
-            response = self._index.client.search(
-                index=self._index.name,
+            response = self.index.client.search(
+                index=self.index.name,
                 # Words joined by spaces: a match query has no operators, every character is text.
                 query={"match": {"story": " ".join(words)}},
                 # One hit per sender, its best one, best senders first: the distinct sender list.
@@ -185,20 +189,3 @@ class ElasticSearch:
                 raise
             raise SearchUnavailable("Elasticsearch did not answer the search") from error
         return [int(hit["fields"]["sender"][0]) for hit in response["hits"]["hits"]]
-
-
-def reindex(store: Store, index: ElasticIndex, *, recreate: bool) -> Iterator[tuple[int, int]]:
-    """Copy every post into the index in id order; yields (posts done, posts total) per batch."""
-    if recreate:
-        index.recreate()
-    else:
-        index.create()
-    total = store.post_count()
-    done = 0
-    after = 0
-    yield done, total
-    while posts := store.posts_after(after, REINDEX_BATCH_SIZE):
-        index.bulk_index([(str(post.id), document(post)) for post in posts])
-        done += len(posts)
-        after = posts[-1].id
-        yield done, max(total, done)

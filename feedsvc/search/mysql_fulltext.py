@@ -28,6 +28,7 @@ class FulltextSearch:
     """Full-text search inside the MySQL database itself: nothing else to run."""
 
     outbox_sinks = ()  # InnoDB indexes inside the post's transaction: nothing to deliver later
+    index = None  # the FULLTEXT index is the table's own: InnoDB keeps it, nothing to rebuild
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine

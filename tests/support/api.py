@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -12,10 +13,12 @@ import falcon.testing
 import pytest
 import sqlalchemy as sa
 
-from feedsvc import database, schema, wsgi
+from feedsvc import database, schema
 from feedsvc.config import Config
+from feedsvc.wsgi import Service, build_service
 
 RowCounts = Callable[[], dict[str, int]]
+DRAIN_DEADLINE_SECONDS = 60.0
 
 LINK_PATTERN = re.compile(r"^/participant/([1-9][0-9]*)$")
 NEXT_LINK_PATTERN = re.compile(r'<([^>]*)>\s*;\s*rel="?next"?')
@@ -30,16 +33,75 @@ def api_config(tmp_path: Path, database_url: str) -> Config:
 
 
 @pytest.fixture
-def client(api_config: Config) -> falcon.testing.TestClient:
-    """The real application, wired by the same factory gunicorn uses, driven in-process."""
-    return falcon.testing.TestClient(wsgi.build_app(api_config))
+def service(api_config: Config) -> Iterator[Service]:
+    """The app, wired by the same factory gunicorn uses, with its outbox relay stopped after."""
+    service = build_service(api_config)
+    yield service
+    service.relay.stop()
+
+
+@pytest.fixture
+def client(service: Service) -> falcon.testing.TestClient:
+    """The real application driven in-process."""
+    return falcon.testing.TestClient(service.app)
+
+
+def outbox_backlog(config: Config) -> int:
+    """Rows the relay has yet to deliver, of every sink."""
+    engine = database.create_engine(config)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(schema.outbox)).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def wait_until_delivered(config: Config) -> None:
+    """Wait for the relay to deliver every queued row (a post's search index entry)."""
+    deadline = time.monotonic() + DRAIN_DEADLINE_SECONDS
+    while outbox_backlog(config):
+        assert time.monotonic() < deadline, "the outbox did not drain"
+        time.sleep(0.02)
+
+
+class IndexedTestClient(falcon.testing.TestClient):
+    """A test client whose posts are searchable when they return.
+
+    Search is near-real-time (posts are indexed through the outbox); waiting here lets the
+    backend-independent search tests compare results rather than timing.
+    """
+
+    def __init__(
+        self, app: falcon.App, config: Config, refresh: Callable[[], object] = lambda: None
+    ) -> None:
+        super().__init__(app)
+        self._config = config
+        self._refresh = refresh
+
+    def simulate_request(self, *args: Any, **kwargs: Any) -> falcon.testing.Result:
+        result = super().simulate_request(*args, **kwargs)
+        method = args[0] if args else kwargs.get("method")
+        if method == "POST" and result.status_code == 200:
+            wait_until_delivered(self._config)
+            self._refresh()
+        return result
+
+
+@pytest.fixture
+def indexed_client(service: Service, api_config: Config) -> IndexedTestClient:
+    return IndexedTestClient(service.app, api_config)
 
 
 @pytest.fixture
 def row_counts(api_config: Config) -> RowCounts:
-    """Callable giving {table: rows} for every table, so a test can prove nothing was written."""
+    """Callable giving {table: rows} for every table, so a test can prove nothing was written.
+
+    It counts once the outbox relay has delivered what is queued, so that the relay's deletes
+    cannot make two counts differ.
+    """
 
     def count_rows() -> dict[str, int]:
+        wait_until_delivered(api_config)
         engine = database.create_engine(api_config)
         try:
             with engine.connect() as conn:

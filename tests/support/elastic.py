@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -11,22 +12,18 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-import falcon.testing
 import pytest
 from elasticsearch import Elasticsearch
-from sqlalchemy import func, select
 
 from feedsvc import database
 from feedsvc.config import Config
-from feedsvc.schema import outbox
-from feedsvc.search.elastic import SINK_NAME
 from feedsvc.wsgi import Service, build_service
+from tests.support.api import IndexedTestClient, wait_until_delivered
 
 START_DEADLINE_SECONDS = 30.0
 STOP_DEADLINE_SECONDS = 15.0
-DRAIN_DEADLINE_SECONDS = 60.0
 
 
 def free_port() -> int:
@@ -152,47 +149,16 @@ def elastic_service(elastic_config: Config) -> Iterator[Service]:
     service.relay.stop()
 
 
-def search_backlog(config: Config) -> int:
-    engine = database.create_engine(config)
-    try:
-        with engine.connect() as conn:
-            query = select(func.count()).select_from(outbox).where(outbox.c.sink == SINK_NAME)
-            return conn.execute(query).scalar_one()
-    finally:
-        engine.dispose()
-
-
 def wait_until_indexed(config: Config, client: Elasticsearch) -> None:
     """Wait for the relay to deliver every queued post, then make them visible to searches."""
-    deadline = time.monotonic() + DRAIN_DEADLINE_SECONDS
-    while search_backlog(config):
-        assert time.monotonic() < deadline, "the search outbox did not drain"
-        time.sleep(0.02)
+    wait_until_delivered(config)
     client.indices.refresh(index=config.search_index)
 
 
-class IndexedTestClient(falcon.testing.TestClient):
-    """A test client whose writes are searchable when they return, like the embedded backend's.
-
-    Elasticsearch indexes after the post returns (through the outbox); waiting here lets the
-    backend-independent search tests compare results rather than timing.
-    """
-
-    def __init__(self, service: Service, config: Config, client: Elasticsearch) -> None:
-        super().__init__(service.app)
-        self._config = config
-        self._client = client
-
-    def simulate_request(self, *args: Any, **kwargs: Any) -> falcon.testing.Result:
-        result = super().simulate_request(*args, **kwargs)
-        method = args[0] if args else kwargs.get("method")
-        if method == "POST" and result.status_code == 200:
-            wait_until_indexed(self._config, self._client)
-        return result
-
-
 @pytest.fixture
-def indexed_client(
+def elastic_indexed_client(
     elastic_service: Service, elastic_config: Config, elastic_client: Elasticsearch
 ) -> IndexedTestClient:
-    return IndexedTestClient(elastic_service, elastic_config, elastic_client)
+    """Elasticsearch makes what it indexed searchable at its next refresh: asked for at once."""
+    refresh = functools.partial(elastic_client.indices.refresh, index=elastic_config.search_index)
+    return IndexedTestClient(elastic_service.app, elastic_config, refresh)
