@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from types import FrameType
 
@@ -69,6 +70,7 @@ class PerfPublisher:
         self._reader_done = threading.Event()
         self._lock = threading.Lock()
         self._unacknowledged = 0
+        self._finished = False
         self._host = socket.gethostname().encode()
         self._headers: dict[int, list[tuple[str, bytes]]] = {}
         self._dropped_backlog = DROPPED.labels("backlog")
@@ -85,23 +87,31 @@ class PerfPublisher:
         reader.start()
         producer = create_producer(self._bootstrap, **PRODUCER_SETTINGS)
         try:
-            while not (self._reader_done.is_set() and self._queue.empty()):
-                try:
-                    datagram = self._queue.get(timeout=POLL_SECONDS)
-                except queue.Empty:
-                    continue
-                self._publish(producer, datagram)
+            while not self._reader_done.is_set():
+                self._publish_next(producer)
+            # Reading stopped: what was read gets a bounded time to reach Kafka.
+            deadline = time.monotonic() + PUBLISHER_FLUSH_SECONDS
+            while not self._queue.empty() and time.monotonic() < deadline:
+                self._publish_next(producer)
             try:
-                producer.flush(timeout=PUBLISHER_FLUSH_SECONDS)
+                producer.flush(timeout=max(0.0, deadline - time.monotonic()))
             except KafkaError as error:
                 log.warning("perf records not all acknowledged before stopping: %s", error)
         finally:
             close_quietly(producer, timeout=0)
+            # Still queued or unacknowledged: dropped, and no late callback counts them again.
             with self._lock:
-                left, self._unacknowledged = self._unacknowledged, 0
+                left, self._unacknowledged, self._finished = self._unacknowledged, 0, True
             if left:
                 self._dropped_exit.inc(left)
                 QUEUED.dec(left)
+
+    def _publish_next(self, producer: KafkaProducer) -> None:
+        try:
+            datagram = self._queue.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            return
+        self._publish(producer, datagram)
 
     def _read(self) -> None:
         self._receiver.settimeout(POLL_SECONDS)
@@ -155,6 +165,8 @@ class PerfPublisher:
     def _settle(self, outcome: Counter) -> None:
         """A held record is done with: published or dropped, it leaves the queued gauge."""
         with self._lock:
+            if self._finished:
+                return
             self._unacknowledged -= 1
         QUEUED.dec()
         outcome.inc()
