@@ -4,9 +4,12 @@ python -m loadtest.kafka_compare [-d 10] [-c 16] [-r 2] [-w WORKERS] [-m classic
 
 Boots three identical servers on the embedded default: Kafka off, Kafka on with a Tansu broker
 up, and Kafka on with its broker down (nothing listens at its bootstrap address). Rounds of
-`python -m loadtest` interleave the three so a noisy neighbour hits each alike. Then the broker
-of the third comes up at that address, and the events its outbox collected meanwhile are timed
-until the outbox is empty: the drain rate after an outage.
+`python -m loadtest` interleave the three so a noisy neighbour hits each alike. Besides the
+throughput, each round reads the CPU time (utime + stime in /proc/PID/stat) the workers and the
+perf publisher used, divided by the API requests the server counted in /metrics: what the
+feature adds per request is the difference to Kafka off. Then the broker of the third comes up
+at that address, and the events its outbox collected meanwhile are timed until the outbox is
+empty: the drain rate after an outage.
 """
 
 from __future__ import annotations
@@ -18,18 +21,35 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import falcon.testing
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
+from feedsvc import database
+from feedsvc.app import create_app
 from feedsvc.config import Config
+from feedsvc.feed import Feed
 from feedsvc.kafka.events import SINK_NAME
+from feedsvc.kafka.perf_channel import ChannelSink, PerfChannel
+from feedsvc.kafka.request_timing import RequestTiming
+from feedsvc.search import create_search
+from feedsvc.store import Store
 from loadtest.bench_outbox import time_drain
 from tests.support.kafka import TansuBroker, tansu_binary
 from tests.support.processes import GunicornServer, free_port
 
 SETTINGS = ("off", "up", "down")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+REQUEST_COUNT = "feed_http_request_duration_seconds"
+PERF_PUBLISHED = "feed_perf_records_published"
+PERF_DROPPED = "feed_perf_records_dropped"
+PERF_QUEUED = "feed_perf_records_queued"
+# Routes whose requests make perf records (not /ready, /metrics, /openapi.json).
+API_ROUTES = ("/participant", "/outbound")
 
 
 @dataclass
@@ -40,9 +60,22 @@ class Measured:
     server: GunicornServer
     data_dir: Path
     rounds: list[dict] = field(default_factory=list)
+    # Per round: CPU microseconds per request served, of the workers and of the perf publisher.
+    worker_cpu: list[float] = field(default_factory=list)
+    publisher_cpu: list[float] = field(default_factory=list)
 
     def mean(self, name: str) -> float:
         return statistics.fmean(float(total[name]) for total in self.rounds)
+
+    def measure_round(self, args: argparse.Namespace, report: Path) -> None:
+        """One load round, with the CPU the server's processes spent on it per API request."""
+        workers, publishers = self.server.worker_pids(), self.server.publisher_pids()
+        served_before = served(self.server)
+        worker_before, publisher_before = cpu_seconds(workers), cpu_seconds(publishers)
+        self.rounds.append(load_round(self.server, args, report))
+        requests = served(self.server) - served_before
+        self.worker_cpu.append((cpu_seconds(workers) - worker_before) / requests * 1e6)
+        self.publisher_cpu.append((cpu_seconds(publishers) - publisher_before) / requests * 1e6)
 
     @property
     def errors(self) -> int:
@@ -59,6 +92,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far (fields 14 and 15 of their stat)."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / CLOCK_TICKS
+
+
+def metric_totals(server: GunicornServer) -> dict[str, float]:
+    """From the server's /metrics: sample totals by name (labels summed), and its API requests."""
+    totals = {"api_requests": 0.0}
+    text = server.request("GET", "/metrics").body.decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+            if sample.name == f"{REQUEST_COUNT}_count" and sample.labels["route"].startswith(
+                API_ROUTES
+            ):
+                totals["api_requests"] += sample.value
+    return totals
+
+
+def served(server: GunicornServer) -> float:
+    """API requests (each one a perf record) the server has answered so far, by its own count."""
+    return metric_totals(server)["api_requests"]
+
+
 def load_round(server: GunicornServer, args: argparse.Namespace, report: Path) -> dict:
     """One `python -m loadtest` run; its total line as a dict."""
     command = [
@@ -67,6 +128,40 @@ def load_round(server: GunicornServer, args: argparse.Namespace, report: Path) -
     ]  # fmt: skip
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return orjson.loads(report.read_bytes())["operations"][-1]
+
+
+def in_process_cost(data_dir: Path, rounds: int = 40, calls: int = 400) -> str:
+    """The worker's added CPU per API request without a server's noise: the real app, in this
+    process, with and without the perf middleware, interleaved, GET /participant/1 called
+    through WSGI; thread CPU time around the calls only (the channel is emptied in between)."""
+    config = Config.from_env({"FEED_DATA_DIR": str(data_dir)})
+    database.init_db(config)
+    engine = database.create_engine(config)
+    feed = Feed(Store(engine), create_search(config, engine))
+    channel = PerfChannel()
+    apps = {
+        "off": create_app(config, feed),
+        "on": create_app(config, feed, [RequestTiming(ChannelSink(channel.sender))]),
+    }
+    environ = falcon.testing.create_environ("/participant/1")
+    falcon.testing.TestClient(apps["off"]).simulate_post("/participant", json={"name": "Ada"})
+    spent = {name: 0 for name in apps}
+    channel.receiver.setblocking(False)
+    for _ in range(rounds):
+        for name, app in apps.items():
+            started = time.thread_time_ns()
+            for _ in range(calls):
+                b"".join(app(dict(environ), lambda status, headers, exc_info=None: None))
+            spent[name] += time.thread_time_ns() - started
+            with contextlib.suppress(BlockingIOError):
+                while channel.receiver.recv(64):
+                    pass
+    engine.dispose()
+    off, on = (ns / 1000 / (rounds * calls) for ns in spent.values())
+    return (
+        f"in process, GET /participant/1: {off:.1f} us CPU per request without the perf"
+        f" middleware, {on:.1f} us with it: {on - off:+.1f} us"
+    )
 
 
 def drain(broker: TansuBroker, events_topic: str, data_dir: Path) -> str:
@@ -84,12 +179,32 @@ def drain(broker: TansuBroker, events_topic: str, data_dir: Path) -> str:
 
 
 def table(measured: list[Measured]) -> str:
-    base = measured[0].mean("rpm")
-    lines = [f"{'kafka':<6} {'req/s':>9} {'vs off':>7} {'p50 ms':>7} {'p95 ms':>7} {'errors':>7}"]
+    base = measured[0]
+    lines = [
+        f"{'kafka':<6} {'req/s':>9} {'vs off':>7} {'p50 ms':>7} {'p95 ms':>7} {'errors':>7}"
+        f" {'worker us/req':>14} {'added':>7} {'publisher us/req':>17}"
+    ]
     for m in measured:
+        worker_cpu = statistics.fmean(m.worker_cpu)
         lines.append(
-            f"{m.setting:<6} {m.mean('rpm') / 60:>9.0f} {m.mean('rpm') / base:>7.1%}"
+            f"{m.setting:<6} {m.mean('rpm') / 60:>9.0f} {m.mean('rpm') / base.mean('rpm'):>7.1%}"
             f" {m.mean('p50_ms'):>7.2f} {m.mean('p95_ms'):>7.2f} {m.errors:>7}"
+            f" {worker_cpu:>14.1f} {worker_cpu - statistics.fmean(base.worker_cpu):>+7.1f}"
+            f" {statistics.fmean(m.publisher_cpu):>17.1f}"
+        )
+    return "\n".join(lines)
+
+
+def perf_accounting(measured: list[Measured]) -> str:
+    """Each Kafka server's requests served against its perf records published and dropped."""
+    lines = []
+    for m in measured[1:]:
+        totals = metric_totals(m.server)
+        lines.append(
+            f"kafka {m.setting}: {totals['api_requests']:.0f} API requests served,"
+            f" {totals.get(f'{PERF_PUBLISHED}_total', 0):.0f} perf"
+            f" records published, {totals.get(f'{PERF_DROPPED}_total', 0):.0f} dropped,"
+            f" {totals.get(PERF_QUEUED, 0):.0f} waiting in the publisher"
         )
     return "\n".join(lines)
 
@@ -124,9 +239,11 @@ def main(argv: list[str] | None = None) -> int:
         for number in range(args.rounds):
             for m in measured:
                 print(f"round {number + 1}/{args.rounds}: kafka {m.setting}", file=sys.stderr)
-                m.rounds.append(load_round(m.server, args, root / "report.json"))
+                m.measure_round(args, root / "report.json")
         print(table(measured))
+        print(perf_accounting(measured))
         print(drain(outage, events_topic, measured[-1].data_dir))
+        print(in_process_cost(root / "in-process"))
     return 0
 
 
