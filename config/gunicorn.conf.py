@@ -92,7 +92,7 @@ def on_starting(server):
         from feedsvc.database import init_db
 
         init_db(_config)
-    if _config.kafka_bootstrap:
+    if _config.publishes_perf_records:
         # Before any worker is forked: each inherits the channel to the publisher.
         from feedsvc.kafka import perf_supervisor
 
@@ -101,7 +101,7 @@ def on_starting(server):
 
 def on_reload(server):
     """HUP: the perf publisher is replaced too, so it runs the new code (no record waits)."""
-    if _config.kafka_bootstrap:
+    if _config.publishes_perf_records:
         from feedsvc.kafka import perf_supervisor
 
         perf_supervisor.replace()
@@ -109,7 +109,7 @@ def on_reload(server):
 
 def on_exit(server):
     """After the workers stopped: the publisher sends what they left, within a bounded time."""
-    if _config.kafka_bootstrap:
+    if _config.publishes_perf_records:
         from feedsvc.kafka import perf_supervisor
 
         perf_supervisor.stop()

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
 from tests.support.kafka import TansuBroker
@@ -116,6 +117,16 @@ def published_all(server: GunicornServer, expected: int) -> bool:
     return published == expected and queued == 0
 
 
+def every_request_published(
+    server: GunicornServer, broker: TansuBroker, topic: str, api: Api
+) -> list[ConsumerRecord]:
+    """The topic holds one record per request made, and /metrics counts each as published."""
+    records = broker.read_topic(topic, at_least=api.total)
+    assert len(records) == api.total
+    wait_for(lambda: published_all(server, api.total), "published == requests")
+    return records
+
+
 @pytest.fixture
 def perf_topic(running_kafka: TansuBroker) -> str:
     return running_kafka.create_topic("perf", partitions=3)
@@ -128,11 +139,9 @@ def test_every_request_is_one_record_published_and_in_the_report(
     api = Api(gunicorn_server)
     api.batch(60)
 
-    records = running_kafka.read_topic(perf_topic, at_least=api.total)
-    assert len(records) == api.total
+    records = every_request_published(gunicorn_server, running_kafka, perf_topic, api)
     workers = {str(pid).encode() for pid in gunicorn_server.worker_pids()}
     assert {dict(record.headers)["pid"] for record in records} <= workers
-    wait_for(lambda: published_all(gunicorn_server, api.total), "published == requests")
 
     report = subprocess.run(
         [
@@ -201,9 +210,7 @@ def test_a_killed_publisher_is_restarted_and_the_records_meanwhile_are_published
     )
     api.batch(20)
 
-    records = running_kafka.read_topic(perf_topic, at_least=api.total)
-    assert len(records) == api.total
-    wait_for(lambda: published_all(gunicorn_server, api.total), "published == requests")
+    every_request_published(gunicorn_server, running_kafka, perf_topic, api)
     assert gunicorn_server.stop() == 0
 
 
@@ -232,9 +239,7 @@ def test_hup_replaces_the_publisher_without_losing_a_record(
         stopping.set()
         client.join()
 
-    records = running_kafka.read_topic(perf_topic, at_least=api.total)
-    assert len(records) == api.total
-    wait_for(lambda: published_all(gunicorn_server, api.total), "published == requests")
+    every_request_published(gunicorn_server, running_kafka, perf_topic, api)
     assert gunicorn_server.stop() == 0
 
 
@@ -252,6 +257,24 @@ def test_term_publishes_what_the_workers_left_and_stops_the_publisher(
     published, dropped, _queued = perf_counts(metrics_left_in(gunicorn_server.data_dir / "metrics"))
     assert published == api.total
     assert sum(dropped.values()) == 0
+
+
+def test_perf_records_off_runs_no_publisher_and_publishes_none(
+    running_kafka: TansuBroker, gunicorn_server: GunicornServer, perf_topic: str
+) -> None:
+    gunicorn_server.start(
+        {
+            "FEED_KAFKA_BOOTSTRAP": running_kafka.bootstrap,
+            "FEED_KAFKA_PERF_TOPIC": perf_topic,
+            "FEED_KAFKA_PERF_RECORDS": "false",
+        },
+        workers=WORKERS,
+    )
+    gunicorn_server.wait_ready(workers=WORKERS)
+    Api(gunicorn_server).batch(10)
+    assert gunicorn_server.publisher_pids() == []
+    assert running_kafka.read_topic(perf_topic) == []
+    assert gunicorn_server.stop() == 0
 
 
 @pytest.fixture

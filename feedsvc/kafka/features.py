@@ -20,7 +20,7 @@ class KafkaFeatures:
         self.request_timing = (
             RequestTiming(perf_channel.ChannelSink(channel.sender)) if channel else None
         )
-        if channel is None:
+        if channel is None and config.kafka_perf_records:
             log.warning("perf records are off: no perf publisher runs beside this process")
         self.post_events = PostEvents()
         self.event_sink = KafkaEventSink(config.kafka_bootstrap, config.kafka_events_topic)
