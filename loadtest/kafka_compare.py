@@ -2,14 +2,16 @@
 
 python -m loadtest.kafka_compare [-d 10] [-c 16] [-r 2] [-w WORKERS] [-m classic]
 
-Boots three identical servers on the embedded default: Kafka off, Kafka on with a Tansu broker
-up, and Kafka on with its broker down (nothing listens at its bootstrap address). Rounds of
-`python -m loadtest` interleave the three so a noisy neighbour hits each alike. Besides the
+Boots four identical servers on the embedded default: Kafka off; Kafka on with post events only
+(FEED_KAFKA_PERF_RECORDS=false) and a Tansu broker up; Kafka on with both streams and the broker
+up; and the same with its broker down (nothing listens at its bootstrap address). Rounds of
+`python -m loadtest` interleave them so a noisy neighbour hits each alike. Besides the
 throughput, each round reads the CPU time (utime + stime in /proc/PID/stat) the workers and the
-perf publisher used, divided by the API requests the server counted in /metrics: what the
-feature adds per request is the difference to Kafka off. Then the broker of the third comes up
-at that address, and the events its outbox collected meanwhile are timed until the outbox is
-empty: the drain rate after an outage.
+perf publisher used, divided by the API requests the server counted in /metrics: what the perf
+records add per request is the difference to the events-only server, what Kafka adds in all is
+the difference to Kafka off. Then the broker of the last comes up at that address, and the
+events its outbox collected meanwhile are timed until the outbox is empty: the drain rate after
+an outage.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from loadtest.bench_outbox import time_drain
 from tests.support.kafka import TansuBroker, tansu_binary
 from tests.support.processes import GunicornServer, free_port
 
-SETTINGS = ("off", "up", "down")
+SETTINGS = ("off", "events", "up", "down")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 REQUEST_COUNT = "feed_http_request_duration_seconds"
 PERF_PUBLISHED = "feed_perf_records_published"
@@ -179,26 +181,32 @@ def drain(broker: TansuBroker, events_topic: str, data_dir: Path) -> str:
 
 
 def table(measured: list[Measured]) -> str:
-    base = measured[0]
+    """Throughput and CPU per request of each server, against Kafka off and events only."""
+    off, events = measured[0], measured[1]
     lines = [
-        f"{'kafka':<6} {'req/s':>9} {'vs off':>7} {'p50 ms':>7} {'p95 ms':>7} {'errors':>7}"
-        f" {'worker us/req':>14} {'added':>7} {'publisher us/req':>17}"
+        f"{'kafka':<7} {'req/s':>7} {'vs off':>7} {'vs events':>9} {'p50 ms':>7} {'p95 ms':>7}"
+        f" {'errors':>6} {'worker us/req':>13} {'vs off':>7} {'vs events':>9}"
+        f" {'publisher us/req':>16}"
     ]
     for m in measured:
         worker_cpu = statistics.fmean(m.worker_cpu)
         lines.append(
-            f"{m.setting:<6} {m.mean('rpm') / 60:>9.0f} {m.mean('rpm') / base.mean('rpm'):>7.1%}"
-            f" {m.mean('p50_ms'):>7.2f} {m.mean('p95_ms'):>7.2f} {m.errors:>7}"
-            f" {worker_cpu:>14.1f} {worker_cpu - statistics.fmean(base.worker_cpu):>+7.1f}"
-            f" {statistics.fmean(m.publisher_cpu):>17.1f}"
+            f"{m.setting:<7} {m.mean('rpm') / 60:>7.0f} {m.mean('rpm') / off.mean('rpm'):>7.1%}"
+            f" {m.mean('rpm') / events.mean('rpm'):>9.1%}"
+            f" {m.mean('p50_ms'):>7.2f} {m.mean('p95_ms'):>7.2f} {m.errors:>6}"
+            f" {worker_cpu:>13.1f} {worker_cpu - statistics.fmean(off.worker_cpu):>+7.1f}"
+            f" {worker_cpu - statistics.fmean(events.worker_cpu):>+9.1f}"
+            f" {statistics.fmean(m.publisher_cpu):>16.1f}"
         )
     return "\n".join(lines)
 
 
 def perf_accounting(measured: list[Measured]) -> str:
-    """Each Kafka server's requests served against its perf records published and dropped."""
+    """Each perf-publishing server's API requests against its records published and dropped."""
     lines = []
-    for m in measured[1:]:
+    for m in measured:
+        if m.setting in ("off", "events"):
+            continue
         totals = metric_totals(m.server)
         lines.append(
             f"kafka {m.setting}: {totals['api_requests']:.0f} API requests served,"
@@ -220,7 +228,12 @@ def main(argv: list[str] | None = None) -> int:
         # The third server's broker: down during the load, started at this address to drain.
         outage = TansuBroker(tansu_binary(), root / "tansu-outage.log", port=free_port())
         stack.callback(outage.stop)
-        bootstrap = {"off": None, "up": broker.bootstrap, "down": outage.bootstrap}
+        bootstrap = {
+            "off": None,
+            "events": broker.bootstrap,
+            "up": broker.bootstrap,
+            "down": outage.bootstrap,
+        }
         measured = []
         for setting in SETTINGS:
             data_dir = root / setting
@@ -230,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                     "FEED_KAFKA_BOOTSTRAP": bootstrap[setting],
                     "FEED_KAFKA_PERF_TOPIC": perf_topic,
                     "FEED_KAFKA_EVENTS_TOPIC": events_topic,
+                    "FEED_KAFKA_PERF_RECORDS": str(setting != "events").lower(),
                 }
             server = GunicornServer(root / f"gunicorn-{setting}.log")
             stack.callback(server.kill)
