@@ -1,15 +1,16 @@
 """The host's perf publisher: one process, fed by every worker over the perf channel.
 
 `python -m feedsvc.kafka.perf_publisher FD`, started and restarted by the gunicorn master
-(feedsvc.kafka.perf_supervisor) with the channel's receiving end as descriptor FD. A reader
-thread takes records off the channel into a bounded queue; the main thread formats each one and
-hands it to kafka-python, which batches them. Stops on TERM or INT (stop reading, flush for at
-most PUBLISHER_FLUSH_SECONDS) and when the channel ends (the master and all workers are gone).
+(feedsvc.kafka.perf_supervisor) with the channel's receiving end as descriptor FD. One thread
+takes what the channel holds in one go, formats each record and hands it to kafka-python, whose
+own thread batches and sends them; the kernel's socket buffer is the only queue. Stops on TERM
+or INT (stop reading, flush for at most PUBLISHER_FLUSH_SECONDS) and when the channel ends (the
+master and all workers are gone).
 """
 
 import logging
 import os
-import queue
+import select
 import signal
 import socket
 import sys
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 from prometheus_client import Counter
 
 from feedsvc.config import Config, ConfigError
@@ -36,21 +37,24 @@ from feedsvc.kafka.producers import close_quietly, create_producer
 
 log = logging.getLogger(__name__)
 
-# Records read off the channel and waiting for send(); beyond this the reader drops them.
-QUEUE_SIZE = 10_000
 # Records handed to the producer and not yet acknowledged (its buffer has no bound of its own
 # in kafka-python 3.x); beyond this the publisher drops them instead of growing without end.
 MAX_UNACKNOWLEDGED = 20_000
-# How often the reader looks up from a quiet channel to see whether it should stop.
+# Records taken off the channel before they go to the producer: one wake-up serves many.
+READ_BATCH = 1024
+# How long the publisher waits for a quiet channel before it looks whether it should stop.
 POLL_SECONDS = 0.2
+# At start, records wait in the channel this long at most for the topic's metadata.
+METADATA_WAIT_SECONDS = 5.0
 PRODUCER_SETTINGS = {
     # Perf records are statistics: one acknowledgement is enough, no idempotence bookkeeping.
     "acks": 1,
     "enable_idempotence": False,
     # Batch for up to 50 ms: thousands of tiny records per second become a few requests.
     "linger_ms": 50,
-    # send() for a topic without metadata blocks this long (the reader keeps reading meanwhile).
-    "max_block_ms": 1000,
+    # send() never waits for metadata: without it (broker down since start) a record fails at
+    # once and is counted, instead of holding up the channel for seconds per record.
+    "max_block_ms": 0,
     "request_timeout_ms": 10_000,
     # Give up on a record after 30 s: a dropped record is better than an unbounded backlog.
     "delivery_timeout_ms": 30_000,
@@ -65,9 +69,7 @@ class PerfPublisher:
         self._receiver = receiver
         self._bootstrap = tuple(bootstrap)
         self._topic = topic
-        self._queue: queue.Queue[bytes] = queue.Queue(QUEUE_SIZE)
         self._stopping = threading.Event()
-        self._reader_done = threading.Event()
         self._lock = threading.Lock()
         self._unacknowledged = 0
         self._finished = False
@@ -83,58 +85,64 @@ class PerfPublisher:
 
     def run(self) -> None:
         """Publish until stopped or the channel ends; what Kafka did not acknowledge is counted."""
-        reader = threading.Thread(target=self._read, name="perf-channel-reader", daemon=True)
-        reader.start()
         producer = create_producer(self._bootstrap, **PRODUCER_SETTINGS)
+        # Shared with the master's copy and a successor's: every reader waits in select().
+        self._receiver.setblocking(False)
         try:
-            while not self._reader_done.is_set():
-                self._publish_next(producer)
-            # Reading stopped: what was read gets a bounded time to reach Kafka.
-            deadline = time.monotonic() + PUBLISHER_FLUSH_SECONDS
-            while not self._queue.empty() and time.monotonic() < deadline:
-                self._publish_next(producer)
+            self._await_metadata(producer)
+            ended = False
+            while not (ended or self._stopping.is_set()):
+                datagrams, ended = self._read_available()
+                for datagram in datagrams:
+                    self._publish(producer, datagram)
             try:
-                producer.flush(timeout=max(0.0, deadline - time.monotonic()))
+                producer.flush(timeout=PUBLISHER_FLUSH_SECONDS)
             except KafkaError as error:
                 log.warning("perf records not all acknowledged before stopping: %s", error)
         finally:
             close_quietly(producer, timeout=0)
-            # Still queued or unacknowledged: dropped, and no late callback counts them again.
+            # Unacknowledged: dropped, and no late callback counts them again.
             with self._lock:
                 left, self._unacknowledged, self._finished = self._unacknowledged, 0, True
             if left:
                 self._dropped_exit.inc(left)
                 QUEUED.dec(left)
 
-    def _publish_next(self, producer: KafkaProducer) -> None:
-        try:
-            datagram = self._queue.get(timeout=POLL_SECONDS)
-        except queue.Empty:
-            return
-        self._publish(producer, datagram)
+    def _await_metadata(self, producer: KafkaProducer) -> None:
+        """Let records wait in the channel until the topic is known, bounded, so none fails."""
+        give_up = time.monotonic() + METADATA_WAIT_SECONDS
+        while not self._stopping.is_set() and time.monotonic() < give_up:
+            try:
+                producer.partitions_for(self._topic)
+            except KafkaTimeoutError:
+                time.sleep(0.05)
+            else:
+                return
+        log.warning(
+            "no metadata for topic %s yet: records fail until the broker answers", self._topic
+        )
 
-    def _read(self) -> None:
-        self._receiver.settimeout(POLL_SECONDS)
-        try:
-            while not self._stopping.is_set():
+    def _read_available(self) -> tuple[list[bytes], bool]:
+        """What the channel holds now (waiting briefly for something), and whether it ended."""
+        datagrams: list[bytes] = []
+        ended = False
+        if select.select([self._receiver], [], [], POLL_SECONDS)[0]:
+            while len(datagrams) < READ_BATCH:
                 try:
                     datagram = self._receiver.recv(_LARGEST_DATAGRAM)
-                except TimeoutError:
-                    continue
+                except BlockingIOError:  # empty, or another publisher took it first
+                    break
                 if not datagram:
                     log.info("perf channel closed: every sender is gone")
-                    return
-                # Counted as held from here: a publisher killed now loses it, and the master
-                # counts it as dropped.
-                with self._lock:
-                    self._unacknowledged += 1
-                QUEUED.inc()
-                try:
-                    self._queue.put_nowait(datagram)
-                except queue.Full:
-                    self._settle(self._dropped_backlog)
-        finally:
-            self._reader_done.set()
+                    ended = True
+                    break
+                datagrams.append(datagram)
+        if datagrams:
+            # Held from here: a publisher killed now loses them, and the master counts them.
+            with self._lock:
+                self._unacknowledged += len(datagrams)
+            QUEUED.inc(len(datagrams))
+        return datagrams, ended
 
     def _publish(self, producer: KafkaProducer, datagram: bytes) -> None:
         with self._lock:
