@@ -36,7 +36,8 @@ PUBLISHER_FLUSH_SECONDS = 5.0
 PUBLISHED = Counter("feed_perf_records_published", "Perf records acknowledged by Kafka")
 DROPPED = Counter(
     "feed_perf_records_dropped",
-    "Perf records dropped: channel_full (worker), backlog, send_failed, publisher_exit",
+    "Perf records dropped: channel_full, channel_closed (by a worker); backlog, send_failed,"
+    " publisher_exit (by the publisher or, for one that died, the master)",
     ["reason"],
 )
 # The publisher's records not yet acknowledged by Kafka; the master counts those of a
