@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import os
 import statistics
 import subprocess
@@ -101,6 +102,38 @@ def cpu_seconds(pids: list[int]) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         ticks += int(fields[11]) + int(fields[12])
     return ticks / CLOCK_TICKS
+
+
+def cpu_ns(pids: list[int]) -> int:
+    """CPU time the processes have run so far, in nanoseconds (/proc/PID/schedstat, field 1)."""
+    return sum(int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) for pid in pids)
+
+
+def paired_worker_cost(
+    baseline: Measured, measured: Measured, pairs: int = 10, calls: int = 3000
+) -> str:
+    """Worker CPU per request through real gunicorn workers, paired so that load from elsewhere
+    hits both alike: the same serial stream of GET /participant/1 on one keep-alive connection
+    to each server in turn, the CPU time of all its workers around each batch."""
+    spent: dict[str, list[float]] = {baseline.setting: [], measured.setting: []}
+    for _ in range(pairs):
+        for m in (baseline, measured):
+            connection = http.client.HTTPConnection("127.0.0.1", m.server.port, timeout=30)
+            workers = m.server.worker_pids()
+            before = cpu_ns(workers)
+            for _ in range(calls):
+                connection.request("GET", "/participant/1")
+                connection.getresponse().read()
+            spent[m.setting].append((cpu_ns(workers) - before) / calls / 1000)
+            connection.close()
+    base, other = spent[baseline.setting], spent[measured.setting]
+    added = statistics.median(b - a for a, b in zip(base, other, strict=True))
+    return (
+        f"paired, GET /participant/1 through gunicorn ({pairs} x {calls} requests each):"
+        f" worker CPU per request, median of batches: kafka {baseline.setting}"
+        f" {statistics.median(base):.1f} us, kafka {measured.setting}"
+        f" {statistics.median(other):.1f} us; median paired difference {added:+.1f} us"
+    )
 
 
 def metric_totals(server: GunicornServer) -> dict[str, float]:
@@ -257,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         print(table(measured))
         print(perf_accounting(measured))
         print(drain(outage, events_topic, measured[-1].data_dir))
+        by_setting = {m.setting: m for m in measured}
+        print(paired_worker_cost(by_setting["events"], by_setting["up"]))
+        print(paired_worker_cost(by_setting["off"], by_setting["up"]))
         print(in_process_cost(root / "in-process"))
     return 0
 
