@@ -81,7 +81,7 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_config.metrics_dir)
 
 # --- Server hooks --------------------------------------------------------------------------
 def on_starting(server):
-    """Once, in the master: stale metrics out, the fallback said, the embedded schema made."""
+    """Once, in the master: stale metrics out, the fallback said, the schema, the perf publisher."""
     for stale in Path(_config.metrics_dir).glob("*.db"):
         stale.unlink(missing_ok=True)  # another instance on this data dir may be wiping too
     if _config.worker_class_fell_back:
@@ -94,6 +94,27 @@ def on_starting(server):
         from feedsvc.database import init_db
 
         init_db(_config)
+    if _config.publishes_perf_records:
+        # Before any worker is forked: each inherits the channel to the publisher.
+        from feedsvc.kafka import perf_supervisor
+
+        perf_supervisor.start(server.log)
+
+
+def on_reload(server):
+    """HUP: the perf publisher is replaced too, so it runs the new code (no record waits)."""
+    if _config.publishes_perf_records:
+        from feedsvc.kafka import perf_supervisor
+
+        perf_supervisor.replace()
+
+
+def on_exit(server):
+    """After the workers stopped: the publisher sends what they left, within a bounded time."""
+    if _config.publishes_perf_records:
+        from feedsvc.kafka import perf_supervisor
+
+        perf_supervisor.stop()
 
 
 def child_exit(server, worker):

@@ -150,6 +150,8 @@ class Config:
     # host:port of Kafka brokers; empty: Kafka is off and none of its code is even imported.
     kafka_bootstrap: tuple[str, ...] = ()
     kafka_perf_topic: str = DEFAULT_KAFKA_PERF_TOPIC
+    # Per-request perf records (and their publisher process) with Kafka on; off keeps events only.
+    kafka_perf_records: bool = True
     kafka_events_topic: str = DEFAULT_KAFKA_EVENTS_TOPIC
     # Elasticsearch nodes; empty means the embedded search of the database.
     search_urls: tuple[str, ...] = ()
@@ -169,6 +171,10 @@ class Config:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def publishes_perf_records(self) -> bool:
+        return bool(self.kafka_bootstrap) and self.kafka_perf_records
 
     @property
     def concurrency(self) -> int:
@@ -244,6 +250,7 @@ class Config:
             kafka_perf_topic=env.pattern(
                 "FEED_KAFKA_PERF_TOPIC", DEFAULT_KAFKA_PERF_TOPIC, KAFKA_TOPIC_NAME
             ),
+            kafka_perf_records=env.flag("FEED_KAFKA_PERF_RECORDS", True),
             kafka_events_topic=env.pattern(
                 "FEED_KAFKA_EVENTS_TOPIC", DEFAULT_KAFKA_EVENTS_TOPIC, KAFKA_TOPIC_NAME
             ),

@@ -35,11 +35,11 @@ def build_service(config: Config) -> Service:
         from feedsvc.kafka.features import KafkaFeatures
 
         kafka = KafkaFeatures(config)
-        kafka.start()
         # Registered before the relay's own exit hook, so it runs after the relay stopped.
         atexit.register(kafka.stop)
         listeners.append(kafka.post_events)
-        middleware.append(kafka.request_timing)
+        if kafka.request_timing is not None:
+            middleware.append(kafka.request_timing)
         sinks.append(kafka.event_sink)
     feed = Feed(Store(engine), search, listeners)
     relay = OutboxRelay(engine, sinks)

@@ -2,34 +2,57 @@
 
 python -m loadtest.kafka_compare [-d 10] [-c 16] [-r 2] [-w WORKERS] [-m classic]
 
-Boots three identical servers on the embedded default: Kafka off, Kafka on with a Tansu broker
-up, and Kafka on with its broker down (nothing listens at its bootstrap address). Rounds of
-`python -m loadtest` interleave the three so a noisy neighbour hits each alike. Then the broker
-of the third comes up at that address, and the events its outbox collected meanwhile are timed
-until the outbox is empty: the drain rate after an outage.
+Boots four identical servers on the embedded default: Kafka off; Kafka on with post events only
+(FEED_KAFKA_PERF_RECORDS=false) and a Tansu broker up; Kafka on with both streams and the broker
+up; and the same with its broker down (nothing listens at its bootstrap address). Rounds of
+`python -m loadtest` interleave them so a noisy neighbour hits each alike. Besides the
+throughput, each round reads the CPU time (utime + stime in /proc/PID/stat) the workers and the
+perf publisher used, divided by the API requests the server counted in /metrics: what the perf
+records add per request is the difference to the events-only server, what Kafka adds in all is
+the difference to Kafka off. Then the broker of the last comes up at that address, and the
+events its outbox collected meanwhile are timed until the outbox is empty: the drain rate after
+an outage.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import falcon.testing
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
+from feedsvc import database
+from feedsvc.app import create_app
 from feedsvc.config import Config
+from feedsvc.feed import Feed
 from feedsvc.kafka.events import SINK_NAME
+from feedsvc.kafka.perf_channel import ChannelSink, PerfChannel
+from feedsvc.kafka.request_timing import RequestTiming
+from feedsvc.search import create_search
+from feedsvc.store import Store
 from loadtest.bench_outbox import time_drain
 from tests.support.kafka import TansuBroker, tansu_binary
 from tests.support.processes import GunicornServer, free_port
 
-SETTINGS = ("off", "up", "down")
+SETTINGS = ("off", "events", "up", "down")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+REQUEST_COUNT = "feed_http_request_duration_seconds"
+PERF_PUBLISHED = "feed_perf_records_published"
+PERF_DROPPED = "feed_perf_records_dropped"
+PERF_QUEUED = "feed_perf_records_queued"
+# Routes whose requests make perf records (not /ready, /metrics, /openapi.json).
+API_ROUTES = ("/participant", "/outbound")
 
 
 @dataclass
@@ -40,9 +63,22 @@ class Measured:
     server: GunicornServer
     data_dir: Path
     rounds: list[dict] = field(default_factory=list)
+    # Per round: CPU microseconds per request served, of the workers and of the perf publisher.
+    worker_cpu: list[float] = field(default_factory=list)
+    publisher_cpu: list[float] = field(default_factory=list)
 
     def mean(self, name: str) -> float:
         return statistics.fmean(float(total[name]) for total in self.rounds)
+
+    def measure_round(self, args: argparse.Namespace, report: Path) -> None:
+        """One load round, with the CPU the server's processes spent on it per API request."""
+        workers, publishers = self.server.worker_pids(), self.server.publisher_pids()
+        served_before = served(self.server)
+        worker_before, publisher_before = cpu_seconds(workers), cpu_seconds(publishers)
+        self.rounds.append(load_round(self.server, args, report))
+        requests = served(self.server) - served_before
+        self.worker_cpu.append((cpu_seconds(workers) - worker_before) / requests * 1e6)
+        self.publisher_cpu.append((cpu_seconds(publishers) - publisher_before) / requests * 1e6)
 
     @property
     def errors(self) -> int:
@@ -59,6 +95,66 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far (fields 14 and 15 of their stat)."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / CLOCK_TICKS
+
+
+def cpu_ns(pids: list[int]) -> int:
+    """CPU time the processes have run so far, in nanoseconds (/proc/PID/schedstat, field 1)."""
+    return sum(int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) for pid in pids)
+
+
+def paired_worker_cost(
+    baseline: Measured, measured: Measured, pairs: int = 10, calls: int = 3000
+) -> str:
+    """Worker CPU per request through real gunicorn workers, paired so that load from elsewhere
+    hits both alike: the same serial stream of GET /participant/1 on one keep-alive connection
+    to each server in turn, the CPU time of all its workers around each batch."""
+    spent: dict[str, list[float]] = {baseline.setting: [], measured.setting: []}
+    for _ in range(pairs):
+        for m in (baseline, measured):
+            connection = http.client.HTTPConnection("127.0.0.1", m.server.port, timeout=30)
+            workers = m.server.worker_pids()
+            before = cpu_ns(workers)
+            for _ in range(calls):
+                connection.request("GET", "/participant/1")
+                connection.getresponse().read()
+            spent[m.setting].append((cpu_ns(workers) - before) / calls / 1000)
+            connection.close()
+    base, other = spent[baseline.setting], spent[measured.setting]
+    added = statistics.median(b - a for a, b in zip(base, other, strict=True))
+    return (
+        f"paired, GET /participant/1 through gunicorn ({pairs} x {calls} requests each):"
+        f" worker CPU per request, median of batches: kafka {baseline.setting}"
+        f" {statistics.median(base):.1f} us, kafka {measured.setting}"
+        f" {statistics.median(other):.1f} us; median paired difference {added:+.1f} us"
+    )
+
+
+def metric_totals(server: GunicornServer) -> dict[str, float]:
+    """From the server's /metrics: sample totals by name (labels summed), and its API requests."""
+    totals = {"api_requests": 0.0}
+    text = server.request("GET", "/metrics").body.decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+            if sample.name == f"{REQUEST_COUNT}_count" and sample.labels["route"].startswith(
+                API_ROUTES
+            ):
+                totals["api_requests"] += sample.value
+    return totals
+
+
+def served(server: GunicornServer) -> float:
+    """API requests (each one a perf record) the server has answered so far, by its own count."""
+    return metric_totals(server)["api_requests"]
+
+
 def load_round(server: GunicornServer, args: argparse.Namespace, report: Path) -> dict:
     """One `python -m loadtest` run; its total line as a dict."""
     command = [
@@ -67,6 +163,40 @@ def load_round(server: GunicornServer, args: argparse.Namespace, report: Path) -
     ]  # fmt: skip
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return orjson.loads(report.read_bytes())["operations"][-1]
+
+
+def in_process_cost(data_dir: Path, rounds: int = 40, calls: int = 400) -> str:
+    """The worker's added CPU per API request without a server's noise: the real app, in this
+    process, with and without the perf middleware, interleaved, GET /participant/1 called
+    through WSGI; thread CPU time around the calls only (the channel is emptied in between)."""
+    config = Config.from_env({"FEED_DATA_DIR": str(data_dir)})
+    database.init_db(config)
+    engine = database.create_engine(config)
+    feed = Feed(Store(engine), create_search(config, engine))
+    channel = PerfChannel()
+    apps = {
+        "off": create_app(config, feed),
+        "on": create_app(config, feed, [RequestTiming(ChannelSink(channel.sender))]),
+    }
+    environ = falcon.testing.create_environ("/participant/1")
+    falcon.testing.TestClient(apps["off"]).simulate_post("/participant", json={"name": "Ada"})
+    spent = {name: 0 for name in apps}
+    channel.receiver.setblocking(False)
+    for _ in range(rounds):
+        for name, app in apps.items():
+            started = time.thread_time_ns()
+            for _ in range(calls):
+                b"".join(app(dict(environ), lambda status, headers, exc_info=None: None))
+            spent[name] += time.thread_time_ns() - started
+            with contextlib.suppress(BlockingIOError):
+                while channel.receiver.recv(64):
+                    pass
+    engine.dispose()
+    off, on = (ns / 1000 / (rounds * calls) for ns in spent.values())
+    return (
+        f"in process, GET /participant/1: {off:.1f} us CPU per request without the perf"
+        f" middleware, {on:.1f} us with it: {on - off:+.1f} us"
+    )
 
 
 def drain(broker: TansuBroker, events_topic: str, data_dir: Path) -> str:
@@ -84,12 +214,38 @@ def drain(broker: TansuBroker, events_topic: str, data_dir: Path) -> str:
 
 
 def table(measured: list[Measured]) -> str:
-    base = measured[0].mean("rpm")
-    lines = [f"{'kafka':<6} {'req/s':>9} {'vs off':>7} {'p50 ms':>7} {'p95 ms':>7} {'errors':>7}"]
+    """Throughput and CPU per request of each server, against Kafka off and events only."""
+    off, events = measured[0], measured[1]
+    lines = [
+        f"{'kafka':<7} {'req/s':>7} {'vs off':>7} {'vs events':>9} {'p50 ms':>7} {'p95 ms':>7}"
+        f" {'errors':>6} {'worker us/req':>13} {'vs off':>7} {'vs events':>9}"
+        f" {'publisher us/req':>16}"
+    ]
     for m in measured:
+        worker_cpu = statistics.fmean(m.worker_cpu)
         lines.append(
-            f"{m.setting:<6} {m.mean('rpm') / 60:>9.0f} {m.mean('rpm') / base:>7.1%}"
-            f" {m.mean('p50_ms'):>7.2f} {m.mean('p95_ms'):>7.2f} {m.errors:>7}"
+            f"{m.setting:<7} {m.mean('rpm') / 60:>7.0f} {m.mean('rpm') / off.mean('rpm'):>7.1%}"
+            f" {m.mean('rpm') / events.mean('rpm'):>9.1%}"
+            f" {m.mean('p50_ms'):>7.2f} {m.mean('p95_ms'):>7.2f} {m.errors:>6}"
+            f" {worker_cpu:>13.1f} {worker_cpu - statistics.fmean(off.worker_cpu):>+7.1f}"
+            f" {worker_cpu - statistics.fmean(events.worker_cpu):>+9.1f}"
+            f" {statistics.fmean(m.publisher_cpu):>16.1f}"
+        )
+    return "\n".join(lines)
+
+
+def perf_accounting(measured: list[Measured]) -> str:
+    """Each perf-publishing server's API requests against its records published and dropped."""
+    lines = []
+    for m in measured:
+        if m.setting in ("off", "events"):
+            continue
+        totals = metric_totals(m.server)
+        lines.append(
+            f"kafka {m.setting}: {totals['api_requests']:.0f} API requests served,"
+            f" {totals.get(f'{PERF_PUBLISHED}_total', 0):.0f} perf"
+            f" records published, {totals.get(f'{PERF_DROPPED}_total', 0):.0f} dropped,"
+            f" {totals.get(PERF_QUEUED, 0):.0f} waiting in the publisher"
         )
     return "\n".join(lines)
 
@@ -105,7 +261,12 @@ def main(argv: list[str] | None = None) -> int:
         # The third server's broker: down during the load, started at this address to drain.
         outage = TansuBroker(tansu_binary(), root / "tansu-outage.log", port=free_port())
         stack.callback(outage.stop)
-        bootstrap = {"off": None, "up": broker.bootstrap, "down": outage.bootstrap}
+        bootstrap = {
+            "off": None,
+            "events": broker.bootstrap,
+            "up": broker.bootstrap,
+            "down": outage.bootstrap,
+        }
         measured = []
         for setting in SETTINGS:
             data_dir = root / setting
@@ -115,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                     "FEED_KAFKA_BOOTSTRAP": bootstrap[setting],
                     "FEED_KAFKA_PERF_TOPIC": perf_topic,
                     "FEED_KAFKA_EVENTS_TOPIC": events_topic,
+                    "FEED_KAFKA_PERF_RECORDS": str(setting != "events").lower(),
                 }
             server = GunicornServer(root / f"gunicorn-{setting}.log")
             stack.callback(server.kill)
@@ -124,9 +286,14 @@ def main(argv: list[str] | None = None) -> int:
         for number in range(args.rounds):
             for m in measured:
                 print(f"round {number + 1}/{args.rounds}: kafka {m.setting}", file=sys.stderr)
-                m.rounds.append(load_round(m.server, args, root / "report.json"))
+                m.measure_round(args, root / "report.json")
         print(table(measured))
+        print(perf_accounting(measured))
         print(drain(outage, events_topic, measured[-1].data_dir))
+        by_setting = {m.setting: m for m in measured}
+        print(paired_worker_cost(by_setting["events"], by_setting["up"]))
+        print(paired_worker_cost(by_setting["off"], by_setting["up"]))
+        print(in_process_cost(root / "in-process"))
     return 0
 
 

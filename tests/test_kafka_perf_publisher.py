@@ -1,7 +1,8 @@
-"""Perf records through a real broker: exact format, and requests unaffected while it is down."""
+"""Perf records through the channel and a publisher to a real broker: format, drops, accounting."""
 
 import os
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from feedsvc import database
 from feedsvc.app import create_app
 from feedsvc.config import Config
 from feedsvc.feed import Feed
-from feedsvc.kafka.perf_publisher import QUEUE_SIZE, PerfPublisher
+from feedsvc.kafka.perf_channel import ChannelSink, PerfChannel
+from feedsvc.kafka.perf_publisher import PerfPublisher
 from feedsvc.kafka.request_timing import RequestTiming
 from feedsvc.outbox import OutboxRelay
 from feedsvc.search import create_search
@@ -22,10 +24,21 @@ from tests.support.api import IndexedTestClient
 from tests.support.kafka import TansuBroker
 
 PERF_LINE = re.compile(rb"\d{4}\|\d{2}\|\d{2}\|\d{2}\|\d{2}\|[a-z]+\|[a-z]+\|\d+")
+DROP_REASONS = ("channel_full", "channel_closed", "backlog", "send_failed", "publisher_exit")
+# The publisher's flush is bounded (a few seconds); this only catches one that hangs.
+STOP_DEADLINE_SECONDS = 60.0
 
 
-def dropped(reason: str) -> float:
-    return REGISTRY.get_sample_value("feed_perf_records_dropped_total", {"reason": reason}) or 0.0
+def counted(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def dropped() -> dict[str, float]:
+    return {r: counted("feed_perf_records_dropped_total", reason=r) for r in DROP_REASONS}
+
+
+def published() -> float:
+    return counted("feed_perf_records_published_total")
 
 
 @pytest.fixture
@@ -40,18 +53,30 @@ def feed_config(tmp_path: Path) -> Config:
     return config
 
 
-def timed_client(config: Config, publisher: PerfPublisher) -> Iterator[falcon.testing.TestClient]:
+def timed_client(config: Config, bootstrap: str, topic: str) -> Iterator[falcon.testing.TestClient]:
+    """The app timing requests onto a channel, with a publisher reading it on a thread.
+
+    When the block ends the channel's only sender closes, so the publisher sees the channel end,
+    flushes and returns, as it does when the master and its workers are gone.
+    """
+    channel = PerfChannel()
+    publisher = PerfPublisher(channel.receiver, [bootstrap], topic)
+    running = threading.Thread(target=publisher.run, daemon=True)
+    running.start()
     engine = database.create_engine(config)
     search = create_search(config, engine)
     feed = Feed(Store(engine), search)
     relay = OutboxRelay(engine, search.outbox_sinks)
     relay.start()
-    publisher.start()
     try:
-        yield IndexedTestClient(create_app(config, feed, [RequestTiming(publisher)]), config)
+        timing = RequestTiming(ChannelSink(channel.sender))
+        yield IndexedTestClient(create_app(config, feed, [timing]), config)
     finally:
-        publisher.stop()
         relay.stop()
+        channel.sender.close()
+        running.join(STOP_DEADLINE_SECONDS)
+        assert not running.is_alive(), "the publisher did not stop when the channel ended"
+        channel.receiver.close()
         engine.dispose()
 
 
@@ -89,8 +114,8 @@ def exercise_api(client: falcon.testing.TestClient) -> list[tuple[bytes, bytes]]
 def test_one_record_per_request_in_the_exact_format(
     running_kafka: TansuBroker, perf_topic: str, feed_config: Config
 ) -> None:
-    publisher = PerfPublisher([running_kafka.bootstrap], perf_topic)
-    for client in timed_client(feed_config, publisher):
+    published_before, dropped_before = published(), dropped()
+    for client in timed_client(feed_config, running_kafka.bootstrap, perf_topic):
         expected = exercise_api(client)
 
     records = running_kafka.read_topic(perf_topic, at_least=len(expected))
@@ -98,28 +123,48 @@ def test_one_record_per_request_in_the_exact_format(
     for record in records:
         assert PERF_LINE.fullmatch(record.value), record.value
         assert record.key is None
-        assert dict(record.headers)["pid"] == str(os.getpid()).encode()
+        assert dict(record.headers) == {
+            "host": os.uname().nodename.encode(),
+            "pid": str(os.getpid()).encode(),
+        }
+    assert published() - published_before == len(expected)
+    assert dropped() == dropped_before
 
 
-def test_broker_down_requests_are_unaffected_and_records_dropped(
+def test_broker_down_requests_are_unaffected_and_every_record_is_counted(
     running_kafka: TansuBroker, perf_topic: str, feed_config: Config
 ) -> None:
-    publisher = PerfPublisher([running_kafka.bootstrap], perf_topic)
-    failed_before = dropped("send_failed")
+    published_before, dropped_before = published(), dropped()
     running_kafka.stop()
     try:
-        for client in timed_client(feed_config, publisher):
-            exercise_api(client)
+        for client in timed_client(feed_config, running_kafka.bootstrap, perf_topic):
+            expected = exercise_api(client)
     finally:
         running_kafka.start()
-    # The publisher stopped without waiting on the unreachable broker; what it could not send
-    # is counted as dropped, never retried into a later request's way.
-    assert dropped("send_failed") > failed_before
+    # The publisher stopped within its bounded flush; each record it could not deliver is a
+    # counted drop, none is lost without a trace and none published.
+    drops = {r: n - dropped_before[r] for r, n in dropped().items()}
+    assert sum(drops.values()) == len(expected), drops
+    assert drops["channel_full"] == drops["channel_closed"] == 0
+    assert published() == published_before
 
 
-def test_a_full_queue_drops_and_counts_instead_of_waiting() -> None:
-    publisher = PerfPublisher(["127.0.0.1:9"], "perf")  # not started: nothing drains the queue
-    before = dropped("queue_full")
-    for _ in range(QUEUE_SIZE + 5):
-        publisher.submit(0.0, "inbound", "get", 0.001)
-    assert dropped("queue_full") - before == 5
+def test_a_full_channel_drops_and_counts_instead_of_waiting() -> None:
+    channel = PerfChannel()  # nobody reads: the kernel's buffer fills up
+    sink = ChannelSink(channel.sender)
+    before = dropped()["channel_full"]
+    submitted = 30_000  # more than the buffer holds even at an 8 MiB cap
+    for _ in range(submitted):
+        sink.submit(0.0, 0, 0.001)
+    waiting = 0
+    channel.receiver.setblocking(False)
+    try:
+        while channel.receiver.recv(64):
+            waiting += 1
+    except BlockingIOError:
+        pass
+    drops = dropped()["channel_full"] - before
+    assert drops > 0 and waiting > 0
+    assert drops + waiting == submitted
+    channel.sender.close()
+    channel.receiver.close()

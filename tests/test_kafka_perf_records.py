@@ -11,6 +11,7 @@ from feedsvc import database
 from feedsvc.app import create_app
 from feedsvc.config import Config
 from feedsvc.feed import Feed
+from feedsvc.kafka.perf_channel import ROUTES
 from feedsvc.kafka.perf_records import PerfRecord, parse_perf_line, perf_line
 from feedsvc.kafka.request_timing import RequestTiming
 from feedsvc.search import create_search
@@ -54,13 +55,13 @@ def test_anything_else_is_rejected(line: bytes) -> None:
 
 
 class Recorded:
-    """Test double for the publisher: keeps what the middleware submits."""
+    """Test double for the perf channel: keeps what the middleware submits."""
 
     def __init__(self) -> None:
         self.records: list[tuple[str, str, float, float]] = []
 
-    def submit(self, started: float, entity: str, operation: str, duration: float) -> None:
-        self.records.append((entity, operation, started, duration))
+    def submit(self, started: float, route: int, duration: float) -> None:
+        self.records.append((*ROUTES[route], started, duration))
 
 
 @pytest.fixture

@@ -70,6 +70,7 @@ def test_a_producer_is_constructed_at_once_while_the_broker_is_down() -> None:
         ("FEED_KAFKA_BOOTSTRAP", "localhost:70000"),
         ("FEED_KAFKA_PERF_TOPIC", "perf records"),
         ("FEED_KAFKA_EVENTS_TOPIC", "x" * 250),
+        ("FEED_KAFKA_PERF_RECORDS", "maybe"),
     ],
 )
 def test_bad_kafka_settings_name_the_variable(variable: str, value: str) -> None:
@@ -81,7 +82,11 @@ def test_kafka_settings_and_their_defaults() -> None:
     config = Config.from_env({"FEED_KAFKA_BOOTSTRAP": "k1:9092, k2:9093"})
     assert config.kafka_bootstrap == ("k1:9092", "k2:9093")
     assert (config.kafka_perf_topic, config.kafka_events_topic) == ("feed", "feed.outbound")
+    assert config.publishes_perf_records
     assert Config.from_env({}).kafka_bootstrap == ()
+    assert not Config.from_env({}).publishes_perf_records
+    events_only = {"FEED_KAFKA_BOOTSTRAP": "k1:9092", "FEED_KAFKA_PERF_RECORDS": "false"}
+    assert not Config.from_env(events_only).publishes_perf_records
 
 
 @pytest.fixture

@@ -1,18 +1,19 @@
-"""Kafka, on only when FEED_KAFKA_BOOTSTRAP is set: perf records and post events, per worker.
+"""Kafka, on only when FEED_KAFKA_BOOTSTRAP is set: perf records and post events.
 
-Nothing here is imported without FEED_KAFKA_BOOTSTRAP. With it, each gunicorn worker builds,
-after fork, two producers (kafka-python's network thread does not survive a fork):
+Nothing here is imported without FEED_KAFKA_BOOTSTRAP.
 
 Perf records, topic FEED_KAFKA_PERF_TOPIC (default `feed`), best effort
     One per API request, value `YYYY|MM|DD|HH|MI|entity|operation|duration_ms` (UTC minute the
     request started; entity participant|friends|inbound|outbound; operation get|post|search;
-    whole milliseconds), no key, headers `host` and `pid` naming the worker. The request thread
-    only does a non-blocking put on a bounded queue; a background thread owns the producer and
-    is the only caller of send() (which blocks while topic metadata is unknown). When the queue
-    or the producer's unacknowledged backlog is full, or Kafka fails a record, it is dropped and
-    counted in feed_perf_records_dropped_total{reason}. A request never waits on Kafka.
+    whole milliseconds), no key, headers `host` and `pid` naming the worker. Workers never touch
+    Kafka for them: request_timing sends one datagram per request on the perf channel
+    (perf_channel, created by the gunicorn master before it forks), without blocking; one
+    publisher process per host (perf_publisher, supervised by the master: perf_supervisor)
+    reads it and produces with kafka-python. A full channel, a backlog, a failed delivery or a
+    publisher that exits with records in hand drop them, counted in
+    feed_perf_records_dropped_total{reason}. A request never waits on Kafka.
 
-Post events, topic FEED_KAFKA_EVENTS_TOPIC (default `feed.outbound`), at least once
+Post events, topic FEED_KAFKA_EVENTS_TOPIC (default `feed.outbound`), at least once, per worker
     JSON `{"id", "from", "occurred", "subject", "story", "recipients"}` keyed by the sender id,
     so one sender's events share a partition and stay in order. The event is written to the
     outbox table (sink `events`) in the post's own transaction, so it exists exactly when the

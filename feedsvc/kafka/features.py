@@ -1,23 +1,29 @@
 """Everything Kafka adds to one worker, built from the config in one place."""
 
+import logging
+
 from feedsvc.config import Config
+from feedsvc.kafka import perf_channel
 from feedsvc.kafka.events import KafkaEventSink, PostEvents
-from feedsvc.kafka.perf_publisher import PerfPublisher
 from feedsvc.kafka.request_timing import RequestTiming
+
+log = logging.getLogger(__name__)
 
 
 class KafkaFeatures:
-    """What Kafka adds to one worker: request timing, post events, and the threads behind them."""
+    """What Kafka adds to one worker: request timing onto the perf channel, and post events."""
 
     def __init__(self, config: Config) -> None:
-        self._perf = PerfPublisher(config.kafka_bootstrap, config.kafka_perf_topic)
-        self.request_timing = RequestTiming(self._perf)
+        channel = perf_channel.inherited()
+        # The channel comes from the gunicorn master (config/gunicorn.conf.py), which also runs
+        # the publisher; an app served any other way has no one to hand its records to.
+        self.request_timing = (
+            RequestTiming(perf_channel.ChannelSink(channel.sender)) if channel else None
+        )
+        if channel is None and config.kafka_perf_records:
+            log.warning("perf records are off: no perf publisher runs beside this process")
         self.post_events = PostEvents()
         self.event_sink = KafkaEventSink(config.kafka_bootstrap, config.kafka_events_topic)
 
-    def start(self) -> None:
-        self._perf.start()
-
     def stop(self) -> None:
-        self._perf.stop()
         self.event_sink.close()

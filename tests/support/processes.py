@@ -30,6 +30,8 @@ READY_PATH = "/ready"
 WORKER_APP = "tests.support.worker_app:get_app()"
 START_DEADLINE_SECONDS = 60.0
 STOP_DEADLINE_SECONDS = 60.0
+# The master's child that is not a worker: the perf publisher (feedsvc.kafka.perf_supervisor).
+PERF_PUBLISHER_MODULE = b"feedsvc.kafka.perf_publisher"
 Server = TypeVar("Server", bound="GunicornServer")
 
 
@@ -38,6 +40,13 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def runs_perf_publisher(pid: int) -> bool:
+    try:
+        return PERF_PUBLISHER_MODULE in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
 
 
 def child_pids(parent: int) -> list[int]:
@@ -172,7 +181,11 @@ class GunicornServer:
         pytest.fail(f"gunicorn not ready after {deadline} s:\n{self.log()}")
 
     def worker_pids(self) -> list[int]:
-        return child_pids(self.pid)
+        return [pid for pid in child_pids(self.pid) if not runs_perf_publisher(pid)]
+
+    def publisher_pids(self) -> list[int]:
+        """The master's perf publisher (two for a moment while a HUP replaces it)."""
+        return [pid for pid in child_pids(self.pid) if runs_perf_publisher(pid)]
 
     def request(
         self, method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None
@@ -200,11 +213,11 @@ class GunicornServer:
         return self._process.returncode
 
     def kill(self) -> None:
-        """Last-resort cleanup: SIGKILL the master and any workers it left behind."""
+        """Last-resort cleanup: SIGKILL the master and any children (workers, publisher) it left."""
         if self._process is None or self._process.poll() is not None:
             self._close_log()
             return
-        workers = self.worker_pids()
+        workers = child_pids(self.pid)
         self._process.kill()
         self._process.wait()
         for worker in workers:

@@ -1,0 +1,95 @@
+"""The local channel from the request workers to the host's perf publisher: a datagram per request.
+
+The gunicorn master creates it before it forks (config/gunicorn.conf.py), so every worker
+inherits the sending end and the publisher process the receiving one. The master keeps both
+ends open: records wait in the kernel while the publisher restarts, and the publisher sees the
+end of the stream only when the master and every worker have closed the sending end.
+No Kafka code here: the master and the workers import this module, only the publisher needs Kafka.
+"""
+
+import os
+import socket
+import struct
+
+from prometheus_client import Counter, Gauge
+
+# worker pid, request start (epoch seconds), duration (seconds), index into ROUTES
+RECORD = struct.Struct("<IddB")
+# The (entity, operation) of each kind of API request, numbered by position on the channel.
+ROUTES: tuple[tuple[str, str], ...] = (
+    ("participant", "post"),
+    ("participant", "get"),
+    ("friends", "get"),
+    ("friends", "post"),
+    ("outbound", "get"),
+    ("outbound", "post"),
+    ("inbound", "get"),
+    ("outbound", "search"),
+)
+# Asked of the kernel for the records waiting for the publisher (capped at net.core.wmem_max);
+# a record takes about 770 bytes of it: 10,900 records at 8 MiB, 550 at the usual 208 KiB cap.
+SEND_BUFFER_BYTES = 4 * 1024 * 1024
+# A stopping publisher gives Kafka this long to acknowledge what it read; the master waits a
+# little longer before it kills it.
+PUBLISHER_FLUSH_SECONDS = 5.0
+
+PUBLISHED = Counter("feed_perf_records_published", "Perf records acknowledged by Kafka")
+DROPPED = Counter(
+    "feed_perf_records_dropped",
+    "Perf records dropped: channel_full, channel_closed (by a worker); backlog, send_failed,"
+    " publisher_exit (by the publisher or, for one that died, the master)",
+    ["reason"],
+)
+# The publisher's records not yet acknowledged by Kafka; the master counts those of a
+# publisher that died as dropped, so it is kept current record by record.
+QUEUED_METRIC = "feed_perf_records_queued"
+QUEUED = Gauge(
+    QUEUED_METRIC,
+    "Perf records the publisher holds, not yet acknowledged by Kafka",
+    multiprocess_mode="livesum",
+)
+
+
+class PerfChannel:
+    """A SOCK_SEQPACKET pair: records stay whole, and the reader sees EOF when all senders left."""
+
+    def __init__(self) -> None:
+        self.sender, self.receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        # A full buffer (publisher absent or behind) must fail the send, never wait.
+        self.sender.setblocking(False)
+
+
+class ChannelSink:
+    """The worker's side: one non-blocking send per request, or a counted drop."""
+
+    def __init__(self, sender: socket.socket) -> None:
+        self._send = sender.send
+        self._pack = RECORD.pack
+        self._pid = os.getpid()
+        self._dropped_full = DROPPED.labels("channel_full")
+        self._dropped_closed = DROPPED.labels("channel_closed")
+
+    def submit(self, started: float, route: int, duration: float) -> None:
+        try:
+            self._send(self._pack(self._pid, started, duration, route))
+        except BlockingIOError:
+            self._dropped_full.inc()
+        except OSError:
+            self._dropped_closed.inc()
+
+
+_inherited: PerfChannel | None = None
+
+
+def create_for_workers() -> PerfChannel:
+    """In the master, before it forks: the channel its workers will find with inherited()."""
+    global _inherited
+    if _inherited is None:
+        _inherited = PerfChannel()
+    return _inherited
+
+
+def inherited() -> PerfChannel | None:
+    """In a worker: the master's channel, or None when the master did not start a publisher."""
+    return _inherited
