@@ -19,8 +19,10 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from feedsvc.database import CompiledQuery, Reader, run_in, writer
+from feedsvc.idempotency import Responses
 from feedsvc.model import Friendship, Participant, Post
 from feedsvc.schema import friendship, inbound, outbound, participant
 
@@ -106,11 +108,18 @@ def _post(row: tuple[Any, ...]) -> Post:
     return Post(post_id, sender_id, _as_datetime(occurred), subject, story)
 
 
+class CommitOutcomeUnknown(Exception):
+    """The connection to a database server broke during COMMIT: the write may or may not be in."""
+
+
 class Store:
     """The feed's tables behind intention-revealing methods; callers never write SQL."""
 
     def __init__(self, engine: Engine) -> None:
         self._writer = writer(engine)
+        # A failed COMMIT of the embedded SQLite is a rollback; a server's may have committed.
+        self._commit_can_be_lost = engine.dialect.name != "sqlite"
+        self.responses = Responses(engine)
         self._reader = Reader(engine)
         self._participant = CompiledQuery(engine, _SELECT_PARTICIPANT)
         self._friends = CompiledQuery(engine, _SELECT_FRIENDS)
@@ -127,16 +136,25 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """A write transaction: everything done on the connection commits together or not at all."""
-        with self._writer.begin() as conn:
-            yield conn
+        """A write transaction: everything done on the connection commits together or not at all.
+
+        Raises CommitOutcomeUnknown when a server connection fails during the COMMIT itself.
+        """
+        committing = False
+        try:
+            with self._writer.begin() as conn:
+                yield conn
+                committing = True
+        except DBAPIError as error:
+            if committing and self._commit_can_be_lost:
+                raise CommitOutcomeUnknown(str(error.orig)) from error
+            raise
 
     def ping(self) -> None:
         self._reader.rows(self._ping, {})
 
-    def create_participant(self, name: str) -> Participant:
-        with self.transaction() as conn:
-            participant_id = run_in(conn, self._insert_participant, {"name": name}).lastrowid
+    def insert_participant(self, conn: Connection, name: str) -> Participant:
+        participant_id = run_in(conn, self._insert_participant, {"name": name}).lastrowid
         return Participant(id=participant_id, name=name)
 
     def participant(self, participant_id: int) -> Participant | None:
