@@ -64,6 +64,8 @@ DEFAULT_KAFKA_EVENTS_TOPIC = "feed.outbound"
 KAFKA_TOPIC_NAME = re.compile(r"(?!\.\.?$)[A-Za-z0-9._-]{1,249}")
 _HOST_PORT = re.compile(r"[^\s:,]+:[0-9]{1,5}")
 DEFAULT_SEARCH_INDEX = "feed"
+# How often recent posts are compared with the Elasticsearch index (0: never).
+DEFAULT_SEARCH_RECONCILE_INTERVAL_S = 60
 # Elasticsearch's own rule for index names, minus the rarely wanted characters it also allows.
 SEARCH_INDEX_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,254}")
 
@@ -168,6 +170,7 @@ class Config:
     # Elasticsearch nodes; empty means the embedded search of the database.
     search_urls: tuple[str, ...] = ()
     search_index: str = DEFAULT_SEARCH_INDEX
+    search_reconcile_interval_s: int = DEFAULT_SEARCH_RECONCILE_INTERVAL_S
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -263,6 +266,9 @@ class Config:
             ),
             search_urls=env.urls("FEED_SEARCH_URL"),
             search_index=env.pattern("FEED_SEARCH_INDEX", DEFAULT_SEARCH_INDEX, SEARCH_INDEX_NAME),
+            search_reconcile_interval_s=env.integer(
+                "FEED_SEARCH_RECONCILE_INTERVAL", DEFAULT_SEARCH_RECONCILE_INTERVAL_S
+            ),
         )
 
 

@@ -95,6 +95,11 @@ _POSTS_AFTER = (
     .limit(bindparam("limit"))
 )
 _POST_COUNT = select(func.count()).select_from(outbound)
+_NEWEST_POST_ID = select(func.coalesce(func.max(outbound.c.id), 0))
+# A scan (occurred has no index): for operator commands, never for requests.
+_FIRST_POST_ID_SINCE = select(func.coalesce(func.min(outbound.c.id), 0)).where(
+    outbound.c.occurred >= bindparam("since")
+)
 _PING = select(literal(1))
 
 
@@ -127,6 +132,8 @@ class Store:
         self._inbound_page = CompiledQuery(engine, _INBOUND_PAGE)
         self._posts_after = CompiledQuery(engine, _POSTS_AFTER)
         self._post_count = CompiledQuery(engine, _POST_COUNT)
+        self._newest_post_id = CompiledQuery(engine, _NEWEST_POST_ID)
+        self._first_post_id_since = CompiledQuery(engine, _FIRST_POST_ID_SINCE)
         self._ping = CompiledQuery(engine, _PING)
         self._insert_participant = CompiledQuery(engine, _INSERT_PARTICIPANT)
         self._select_pair = CompiledQuery(engine, _SELECT_PAIR)
@@ -206,3 +213,10 @@ class Store:
 
     def post_count(self) -> int:
         return self._reader.rows(self._post_count, {})[0][0]
+
+    def newest_post_id(self) -> int:
+        return self._reader.rows(self._newest_post_id, {})[0][0]
+
+    def first_post_id_since(self, since: datetime) -> int:
+        """The id of the first post made at or after `since`; 0 when there is none."""
+        return self._reader.rows(self._first_post_id_since, {"since": since})[0][0]

@@ -120,6 +120,13 @@ class ElasticIndex:
             log.error("search: post %s rejected by Elasticsearch: %s", item["_id"], item["error"])
         REJECTED.inc(len(failed))
 
+    def missing(self, doc_ids: Sequence[str]) -> list[str]:
+        """The ids among these that the index does not hold."""
+        response = self.client.options(request_timeout=BULK_TIMEOUT_SECONDS).mget(
+            index=self.name, ids=list(doc_ids), source=False
+        )
+        return [doc["_id"] for doc in response["docs"] if not doc.get("found")]
+
     def count(self) -> int:
         self.client.indices.refresh(index=self.name)
         return int(self.client.count(index=self.name)["count"])
@@ -148,6 +155,10 @@ class ElasticSearch:
     def __init__(self, client: Elasticsearch, index_name: str) -> None:
         self._index = ElasticIndex(client, index_name)
         self.outbox_sinks: tuple[Sink, ...] = (IndexSink(self._index),)
+
+    @property
+    def index(self) -> ElasticIndex:
+        return self._index
 
     def create_schema(self) -> None:
         try:
