@@ -67,9 +67,9 @@ def test_posts_through_every_gunicorn_worker_all_end_up_indexed(
 
 def test_reindex_rebuilds_an_empty_index_to_the_database_count(elastic_config, elastic_client):
     store = Store(database.create_engine(elastic_config))
-    sender = store.create_participant("Prolific")
     occurred = datetime.now(UTC).replace(tzinfo=None)
     with store.transaction() as conn:
+        sender = store.insert_participant(conn, "Prolific")
         for number in range(3000):
             store.insert_outbound(conn, sender.id, occurred, "s", f"story number {number}")
     env = {key: value for key, value in os.environ.items() if not key.startswith("FEED_")}
