@@ -2,34 +2,18 @@
 
 import os
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 
 from feedsvc import database
 from feedsvc.store import Store
+from tests.support.elastic import FEEDSVC, environment, indexed_ids
 from tests.support.processes import REPO_ROOT, WORKER_APP
 from tests.support.worker_app import WORKER_PID_HEADER
 
-FEEDSVC = Path(sys.executable).parent / "feedsvc"
 DEADLINE_SECONDS = 60.0
 POSTS_PER_ROUND = 16
-
-
-def environment(config):
-    return {
-        "FEED_DATA_DIR": str(config.data_dir),
-        "FEED_SEARCH_URL": ",".join(config.search_urls),
-        "FEED_SEARCH_INDEX": config.search_index,
-    }
-
-
-def indexed_ids(elastic_client, index):
-    elastic_client.indices.refresh(index=index)
-    hits = elastic_client.search(index=index, size=10_000, source=False)["hits"]["hits"]
-    return sorted(int(hit["_id"]) for hit in hits)
 
 
 def test_posts_through_every_gunicorn_worker_all_end_up_indexed(

@@ -1,44 +1,40 @@
 """Posts Elasticsearch acknowledged and then lost are found and sent again."""
 
+import os
 import subprocess
-import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import sqlalchemy as sa
 
 from feedsvc import database
 from feedsvc.schema import outbound
-from tests.support.elastic import wait_until_indexed
+from tests.support.elastic import FEEDSVC, environment, indexed_ids, wait_until_indexed
 from tests.support.processes import REPO_ROOT
 from tests.support.prometheus import sample
 
-FEEDSVC = Path(sys.executable).parent / "feedsvc"
 POSTS = 30
-LOST = ("3", "4", "17", "29", "30")
+LOST = (3, 4, 17, 29, 30)
 # Only there so that a reconciliation that never comes fails the test instead of hanging it.
 DEADLINE_S = 60.0
 
 
-def environment(config):
-    return {
-        "FEED_DATA_DIR": str(config.data_dir),
-        "FEED_SEARCH_URL": ",".join(config.search_urls),
-        "FEED_SEARCH_INDEX": config.search_index,
-    }
-
-
-def indexed_ids(client, index):
-    client.indices.refresh(index=index)
-    hits = client.search(index=index, size=10_000, source=False)["hits"]["hits"]
-    return {hit["_id"] for hit in hits}
+def run_feedsvc(config, *arguments):
+    """The `feedsvc` command with this test's settings, as an operator would run it."""
+    return subprocess.run(
+        [str(FEEDSVC), *arguments],
+        cwd=REPO_ROOT,
+        env={**environment(config), "PATH": os.environ.get("PATH", "")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def lose(client, index, doc_ids):
     """What a cluster that lost acknowledged writes holds: everything but these."""
     for doc_id in doc_ids:
-        client.delete(index=index, id=doc_id)
+        client.delete(index=index, id=str(doc_id))
     client.indices.refresh(index=index)
 
 
@@ -54,7 +50,7 @@ def test_workers_send_again_what_the_index_lost_and_count_it(
         body = {"subject": "s", "story": f"word{number} shared"}
         assert gunicorn_server.request("POST", f"{sender['link']}/outbound", body).status == 200
     wait_until_indexed(elastic_config, elastic_client)
-    everything = {str(number) for number in range(1, POSTS + 1)}
+    everything = list(range(1, POSTS + 1))
     assert indexed_ids(elastic_client, elastic_config.search_index) == everything
 
     lose(elastic_client, elastic_config.search_index, LOST)
@@ -90,29 +86,15 @@ def test_reindex_since_sends_only_the_missing_posts_of_the_period(
         engine.dispose()
     lose(elastic_client, elastic_config.search_index, LOST)
 
-    done = subprocess.run(
-        [str(FEEDSVC), "reindex", "--since", "1h"],
-        cwd=REPO_ROOT,
-        env=environment(elastic_config),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_feedsvc(elastic_config, "reindex", "--since", "1h")
     assert done.returncode == 0, done.stderr
     assert "checked 20 posts" in done.stdout
     assert "sent 3 missing" in done.stdout
     held = indexed_ids(elastic_client, elastic_config.search_index)
-    assert held == {str(number) for number in range(1, POSTS + 1)} - {"3", "4"}
+    assert held == [number for number in range(1, POSTS + 1) if number not in (3, 4)]
 
 
 def test_reindex_since_refuses_a_bad_duration(elastic_config):
-    done = subprocess.run(
-        [str(FEEDSVC), "reindex", "--since", "yesterday"],
-        cwd=REPO_ROOT,
-        env=environment(elastic_config),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_feedsvc(elastic_config, "reindex", "--since", "yesterday")
     assert done.returncode == 2
     assert "not a duration" in done.stderr

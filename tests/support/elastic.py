@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -24,6 +25,7 @@ from feedsvc.schema import outbox
 from feedsvc.search.elastic import SINK_NAME
 from feedsvc.wsgi import Service, build_service
 
+FEEDSVC = Path(sys.executable).parent / "feedsvc"
 START_DEADLINE_SECONDS = 30.0
 STOP_DEADLINE_SECONDS = 15.0
 DRAIN_DEADLINE_SECONDS = 60.0
@@ -150,6 +152,22 @@ def elastic_service(elastic_config: Config) -> Iterator[Service]:
     service = build_service(elastic_config)
     yield service
     service.relay.stop()
+
+
+def environment(config: Config) -> dict[str, str]:
+    """The FEED_* variables that give a process (gunicorn, `feedsvc`) this test's search."""
+    return {
+        "FEED_DATA_DIR": str(config.data_dir),
+        "FEED_SEARCH_URL": ",".join(config.search_urls),
+        "FEED_SEARCH_INDEX": config.search_index,
+    }
+
+
+def indexed_ids(client: Elasticsearch, index: str) -> list[int]:
+    """The ids of every document in the index, in order, once it is refreshed."""
+    client.indices.refresh(index=index)
+    hits = client.search(index=index, size=10_000, source=False)["hits"]["hits"]
+    return sorted(int(hit["_id"]) for hit in hits)
 
 
 def search_backlog(config: Config) -> int:
