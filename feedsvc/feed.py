@@ -68,7 +68,7 @@ class Replayed(Exception):
 
 
 class UncertainWrite(Exception):
-    """The database connection broke during COMMIT, and checking the key (if any) told nothing."""
+    """The database connection broke during COMMIT; `committed` is what checking the key found."""
 
     def __init__(self, *, committed: bool | None, retry_safe: bool) -> None:
         super().__init__(f"commit outcome: {committed}; retry safe: {retry_safe}")
