@@ -71,6 +71,7 @@ class SearchReconciler:
         self._interval_seconds = interval_seconds
         self._lock_path = lock_path
         self._lock_file: IO[bytes] | None = None
+        self._lock_warned = False
         # (monotonic time, newest post id then): where the look-back window starts and ends.
         self._newest_ids: deque[tuple[float, int]] = deque()
         self._stopping = threading.Event()
@@ -127,7 +128,9 @@ class SearchReconciler:
         try:
             lock_file = self._lock_path.open("ab")
         except OSError as error:
-            log.warning("search: no reconciliation lock file %s: %s", self._lock_path, error)
+            if not self._lock_warned:
+                self._lock_warned = True
+                log.warning("search: no reconciliation here, no lock file: %s", error)
             return False
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
