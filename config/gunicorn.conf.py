@@ -74,15 +74,31 @@ accesslog = "-"
 logger_class = "feedsvc.access_log.JsonAccessLogger"
 
 # --- Metrics -------------------------------------------------------------------------------
-# Prometheus multiprocess files of all workers, read by /metrics (FEED_METRICS_DIR).
-_config.metrics_dir.mkdir(parents=True, exist_ok=True)
+# Prometheus multiprocess files of all workers, read by /metrics (FEED_METRICS_DIR); on tmpfs by
+# default, so a full data disk leaves them alone. Ours alone: /dev/shm is shared by every user.
+_config.metrics_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+if _config.metrics_dir.stat().st_uid != os.getuid():
+    sys.exit(f"feedsvc: FEED_METRICS_DIR {_config.metrics_dir} belongs to another user")
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_config.metrics_dir)
+# Imported only now: it imports prometheus_client, whose storage follows the variable above.
+from feedsvc.metrics_files import (  # noqa: E402
+    WORKER_EXITS_FILE,
+    WorkerExits,
+    make_metric_writes_safe,
+)
+
+_worker_exits = WorkerExits(_config.metrics_dir)
 
 
 # --- Server hooks --------------------------------------------------------------------------
 def on_starting(server):
     """Once, in the master: stale metrics out, the fallback said, the schema, the perf publisher."""
-    for stale in Path(_config.metrics_dir).glob("*.db"):
+    metrics_dir = Path(_config.metrics_dir)
+    for stale in [
+        *metrics_dir.glob("*.db"),
+        *metrics_dir.glob("*.partial"),
+        metrics_dir / WORKER_EXITS_FILE,
+    ]:
         stale.unlink(missing_ok=True)  # another instance on this data dir may be wiping too
     if _config.worker_class_fell_back:
         server.log.warning(
@@ -117,8 +133,11 @@ def on_exit(server):
         perf_supervisor.stop()
 
 
+def post_fork(server, worker):
+    """In the new worker, before its app exists: a full disk must not crash it (SIGBUS)."""
+    make_metric_writes_safe()
+
+
 def child_exit(server, worker):
     """A worker is gone: count it, and its live gauges must stop counting in /metrics."""
-    from feedsvc.metrics import record_worker_exit
-
-    record_worker_exit(worker.pid)
+    _worker_exits.record(worker.pid)

@@ -1,8 +1,13 @@
 """The `feedsvc` command: operator tasks that run beside the service, never inside a request."""
 
+from __future__ import annotations
+
 import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import make_url
 
@@ -11,7 +16,12 @@ from feedsvc.database import create_engine, init_db
 from feedsvc.search import create_search, reindex
 from feedsvc.store import Store
 
+if TYPE_CHECKING:  # imported by the command itself: only reindex needs the Elasticsearch client
+    from feedsvc.search.elastic import ElasticIndex
+
 PROGRESS_BAR_WIDTH = 40
+_DURATION = re.compile(r"([1-9][0-9]*)([smhd])")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 DEFAULT_REPORT_MINUTES = 15.0
 
 
@@ -61,12 +71,28 @@ def perf_report_command(config: Config, args: argparse.Namespace) -> None:
         sys.exit(f"feedsvc: perf-report: {error}")
 
 
+def duration(text: str) -> timedelta:
+    """`90s`, `30m`, `6h` or `2d`."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30m, 6h or 2d")
+    return timedelta(**{_DURATION_UNITS[match[2]]: int(match[1])})
+
+
 def reindex_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
         "--recreate",
         action="store_true",
         help="drop and create the index first (after a mapping change); searches see a partial "
         "index until it finishes",
+    )
+    mode.add_argument(
+        "--since",
+        type=duration,
+        metavar="DURATION",
+        help="only check the posts of the last DURATION (30m, 6h, 2d) and send those the index "
+        "is missing",
     )
 
 
@@ -78,6 +104,14 @@ def reindex_command(config: Config, args: argparse.Namespace) -> None:
         if search.index is None:
             sys.exit("feedsvc reindex: MySQL's FULLTEXT index is part of the table: nothing to do")
         store = Store(engine)
+        if args.since is not None:
+            if not config.search_urls:
+                sys.exit(
+                    "feedsvc reindex: --since checks Elasticsearch; the embedded index "
+                    "catches up by itself"
+                )
+            reconcile_since(store, search.index, args.since)
+            return
         done = 0
         for done, total in reindex(store, search.index, recreate=args.recreate):
             show_progress(done, total)
@@ -93,6 +127,23 @@ def reindex_command(config: Config, args: argparse.Namespace) -> None:
     )
     if documents < done:
         sys.exit("feedsvc reindex: the index holds fewer documents than were written")
+
+
+def reconcile_since(store: Store, index: ElasticIndex, since: timedelta) -> None:
+    """Send the index the posts of the period that it is missing; the others are left alone."""
+    from feedsvc.feed import utc_now
+    from feedsvc.search.reconcile import resend_missing
+
+    first_id = store.first_post_id_since(utc_now() - since)
+    checked = resent = 0
+    if first_id:
+        for checked, resent in resend_missing(store, index, first_id - 1):
+            print(f"\rreindex --since: {checked} checked, {resent} sent", end="", file=sys.stderr)
+        print(file=sys.stderr)
+    print(
+        f"feedsvc: checked {checked} posts of the last {since}; sent {resent} missing from "
+        f"index {index.name!r}"
+    )
 
 
 def show_progress(done: int, total: int) -> None:

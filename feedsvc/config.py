@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import os
 import re
@@ -38,6 +39,8 @@ DEFAULT_GRACEFUL_TIMEOUT_S = 30
 DEFAULT_MAX_REQUESTS = 1_000_000
 DEFAULT_MAX_REQUESTS_JITTER = 50_000
 CONTROL_SOCKET_OFF = "off"
+# tmpfs on Linux: where the metrics files go outside systemd when the user has no runtime dir.
+SHARED_MEMORY_DIR = "/dev/shm"
 # MySQL/MariaDB connection pool, per worker process (SQLite ignores these). The pool size
 # defaults to what one worker can use at once (see Config.default_db_pool_size).
 DEFAULT_DB_MAX_OVERFLOW = 5
@@ -61,6 +64,8 @@ DEFAULT_KAFKA_EVENTS_TOPIC = "feed.outbound"
 KAFKA_TOPIC_NAME = re.compile(r"(?!\.\.?$)[A-Za-z0-9._-]{1,249}")
 _HOST_PORT = re.compile(r"[^\s:,]+:[0-9]{1,5}")
 DEFAULT_SEARCH_INDEX = "feed"
+# How often recent posts are compared with the Elasticsearch index (0: never).
+DEFAULT_SEARCH_RECONCILE_INTERVAL_S = 60
 # Elasticsearch's own rule for index names, minus the rarely wanted characters it also allows.
 SEARCH_INDEX_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,254}")
 
@@ -98,8 +103,19 @@ def runtime_directory(environ: Mapping[str, str]) -> Path | None:
 
 
 def default_metrics_dir(environ: Mapping[str, str], data_dir: Path) -> Path:
+    """On tmpfs, never on the data disk: systemd's runtime directory, else the user's, else
+    /dev/shm; one directory per data directory, as instances on one data directory share."""
     runtime_dir = runtime_directory(environ)
-    return (runtime_dir or data_dir) / "metrics"
+    if runtime_dir:
+        return runtime_dir / "metrics"
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    instance = f"feedsvc-{os.getuid()}-{digest}"
+    user_runtime_dir = environ.get("XDG_RUNTIME_DIR", "").strip()
+    if user_runtime_dir:
+        return Path(user_runtime_dir) / instance / "metrics"
+    if Path(SHARED_MEMORY_DIR).is_dir():
+        return Path(SHARED_MEMORY_DIR) / instance / "metrics"
+    return data_dir / "metrics"
 
 
 def control_socket_path(value: str, environ: Mapping[str, str]) -> Path | None:
@@ -132,7 +148,7 @@ class Config:
     graceful_timeout_s: int = DEFAULT_GRACEFUL_TIMEOUT_S
     max_requests: int = DEFAULT_MAX_REQUESTS
     max_requests_jitter: int = DEFAULT_MAX_REQUESTS_JITTER
-    # Prometheus multiprocess files; None: <data_dir>/metrics.
+    # Prometheus multiprocess files; None: default_metrics_dir() outside systemd.
     metrics_dir: Path | None = None
     # gunicorn's control socket (gunicornc); None: no control socket.
     control_socket: Path | None = None
@@ -156,13 +172,14 @@ class Config:
     # Elasticsearch nodes; empty means the embedded search of the database.
     search_urls: tuple[str, ...] = ()
     search_index: str = DEFAULT_SEARCH_INDEX
+    search_reconcile_interval_s: int = DEFAULT_SEARCH_RECONCILE_INTERVAL_S
 
     def __post_init__(self) -> None:
         if not self.database_url:
             sqlite_url = f"sqlite:///{self.data_dir.resolve() / 'feed.db'}"
             object.__setattr__(self, "database_url", sqlite_url)
         if self.metrics_dir is None:
-            object.__setattr__(self, "metrics_dir", self.data_dir / "metrics")
+            object.__setattr__(self, "metrics_dir", default_metrics_dir({}, self.data_dir))
         if self.workers is None:
             object.__setattr__(self, "workers", default_workers(self.is_sqlite))
         if self.db_pool_size is None:
@@ -256,6 +273,9 @@ class Config:
             ),
             search_urls=env.urls("FEED_SEARCH_URL"),
             search_index=env.pattern("FEED_SEARCH_INDEX", DEFAULT_SEARCH_INDEX, SEARCH_INDEX_NAME),
+            search_reconcile_interval_s=env.integer(
+                "FEED_SEARCH_RECONCILE_INTERVAL", DEFAULT_SEARCH_RECONCILE_INTERVAL_S
+            ),
         )
 
 

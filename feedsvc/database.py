@@ -13,6 +13,8 @@ import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql import Executable
 
 from feedsvc.config import Config
@@ -270,12 +272,47 @@ def _create_missing_indexes(conn: Connection) -> None:
                 index.create(conn)
 
 
+class FailFastQueuePool(QueuePool):
+    """A pool that, once a checkout timed out, stops making callers wait until a connection returns.
+
+    A gthread worker's requests queue for its threads before they ask the pool: with every
+    request waiting the whole pool timeout in turn, the last 503 came after several timeouts
+    (8 s for 16 requests on 4 threads). Now only the first wait is paid.
+    """
+
+    _exhausted = False
+
+    @property
+    def _timeout(self) -> float:
+        return 0.0 if self._exhausted else self._configured_timeout
+
+    @_timeout.setter
+    def _timeout(self, seconds: float) -> None:
+        self._configured_timeout = seconds
+
+    def _do_get(self) -> Any:
+        try:
+            return super()._do_get()
+        except PoolTimeoutError:
+            self._exhausted = True
+            raise
+
+    def _do_return_conn(self, record: Any) -> None:
+        self._exhausted = False
+        super()._do_return_conn(record)
+
+    def recreate(self) -> QueuePool:
+        self._exhausted = False  # the new pool gets the configured timeout
+        return super().recreate()
+
+
 def _mysql_engine(config: Config) -> Engine:
     url = connect_url(config)
     log.info("database %r", url)
     engine = sqlalchemy.create_engine(
         url,
         # Bounded per worker; a checkout that waits longer than pool_timeout becomes a 503.
+        poolclass=FailFastQueuePool,
         pool_size=config.db_pool_size,
         max_overflow=config.db_max_overflow,
         pool_timeout=config.db_pool_timeout_s,

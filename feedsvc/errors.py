@@ -8,7 +8,7 @@ import orjson
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from feedsvc.feed import SelfFriendship, UnknownParticipant
+from feedsvc.feed import KeyReused, Replayed, SelfFriendship, UncertainWrite, UnknownParticipant
 from feedsvc.search import SearchUnavailable
 
 # Seconds a client should wait before retrying a search the engine could not answer.
@@ -20,13 +20,30 @@ log = logging.getLogger(__name__)
 DATABASE_RETRY_AFTER_S = 1
 # Down, restarting, unreachable, or every pooled connection busy past the checkout timeout.
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError)
+# Marks a response answered from the Idempotency-Key store instead of by a new write.
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+class UncertainWriteError(falcon.HTTPServiceUnavailable):
+    """A 503 whose body also says, as `retry_safe`, whether sending the request again is safe."""
+
+    def __init__(self, title: str, description: str, retry_safe: bool) -> None:
+        super().__init__(
+            title=title,
+            description=description,
+            retry_after=DATABASE_RETRY_AFTER_S,
+        )
+        self.retry_safe = retry_safe
 
 
 def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
     """Always JSON, always with a description, whatever the client's Accept header says."""
     reason = error.title.split(" ", 1)[-1].lower()
     description = error.description or f"{req.method} {req.path}: {reason}"
-    resp.data = orjson.dumps({"title": error.title, "description": description})
+    body: dict[str, Any] = {"title": error.title, "description": description}
+    if isinstance(error, UncertainWriteError):
+        body["retry_safe"] = error.retry_safe
+    resp.data = orjson.dumps(body)
     resp.content_type = falcon.MEDIA_JSON
 
 
@@ -52,6 +69,48 @@ def database_unavailable(
         description="The database cannot serve this request right now; retry shortly.",
         retry_after=DATABASE_RETRY_AFTER_S,
     )
+
+
+def key_reused(
+    req: falcon.Request, resp: falcon.Response, error: KeyReused, params: dict[str, Any]
+) -> None:
+    raise falcon.HTTPUnprocessableEntity(title="Idempotency-Key reused", description=str(error))
+
+
+def replayed(
+    req: falcon.Request, resp: falcon.Response, replay: Replayed, params: dict[str, Any]
+) -> None:
+    """The original response of a write already done for this Idempotency-Key, byte for byte."""
+    resp.status = replay.response.status
+    resp.data = replay.response.body
+    resp.content_type = falcon.MEDIA_JSON
+    resp.set_header(REPLAYED_HEADER, "true")
+
+
+def uncertain_write(
+    req: falcon.Request, resp: falcon.Response, error: UncertainWrite, params: dict[str, Any]
+) -> None:
+    """The connection broke during COMMIT: tell the client exactly what a retry would do."""
+    title = "Write outcome unknown"
+    if error.committed is False:
+        title = "Write not committed"
+        description = (
+            "The database connection was lost while committing, and the write was not stored;"
+            " sending it again is safe."
+        )
+    elif error.retry_safe:
+        description = (
+            "The database connection was lost while committing, so the write may or may not be"
+            " stored. Sending it again with the same Idempotency-Key is safe: it is answered with"
+            " the original response if the write was stored, and done once otherwise."
+        )
+    else:
+        description = (
+            "The database connection was lost while committing, so the write may or may not be"
+            " stored; sending it again may store it twice. Send an Idempotency-Key header with"
+            " writes to make retries safe."
+        )
+    raise UncertainWriteError(title, description, error.retry_safe)
 
 
 def _reason(error: Exception) -> str:
@@ -87,3 +146,6 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(SelfFriendship, self_friendship)
     app.add_error_handler(DATABASE_UNAVAILABLE, database_unavailable)
     app.add_error_handler(SearchUnavailable, search_unavailable)
+    app.add_error_handler(KeyReused, key_reused)
+    app.add_error_handler(Replayed, replayed)
+    app.add_error_handler(UncertainWrite, uncertain_write)

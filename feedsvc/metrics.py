@@ -9,7 +9,9 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Iterator
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import falcon
@@ -17,16 +19,18 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
-    Counter,
     Gauge,
     Histogram,
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from feedsvc.access_log import REQUEST_ID_ENVIRON
+from feedsvc.metrics_files import worker_exits
 
 # Its _count series is the request count by route, method and status: one metric, half the writes.
 REQUESTS = Histogram(
@@ -41,7 +45,6 @@ POOL_CHECKED_OUT = Gauge(
     "Write and outbox-relay database connections checked out of the workers' pools right now",
     multiprocess_mode="livesum",
 )
-WORKER_EXITS = Counter("feed_worker_exits", "Worker processes that exited (restarts follow)")
 
 # Any route that matched no resource is counted under one label, so junk URLs cannot add series.
 UNMATCHED_ROUTE = "unmatched"
@@ -98,11 +101,18 @@ def watch_pool(engine: Engine) -> None:
     event.listen(engine, "checkin", lambda *_: POOL_CHECKED_OUT.dec())
 
 
-def record_worker_exit(pid: int) -> None:
-    """Called by the gunicorn master when a worker exits: count it and drop its live gauges."""
-    WORKER_EXITS.inc()
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        multiprocess.mark_process_dead(pid)
+class WorkerExitsCollector(Collector):
+    """The gunicorn master's count of worker exits (see metrics_files.WorkerExits)."""
+
+    def __init__(self, metrics_dir: Path) -> None:
+        self._metrics_dir = metrics_dir
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "feed_worker_exits",
+            "Worker processes that exited (restarts follow)",
+            value=worker_exits(self._metrics_dir),
+        )
 
 
 def exposition() -> tuple[bytes, str]:
@@ -111,4 +121,5 @@ def exposition() -> tuple[bytes, str]:
         return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
+    registry.register(WorkerExitsCollector(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])))
     return generate_latest(registry), CONTENT_TYPE_LATEST

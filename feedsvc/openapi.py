@@ -5,9 +5,15 @@ from typing import Any
 import falcon
 import orjson
 
-from feedsvc.resources.request import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT
+from feedsvc.errors import REPLAYED_HEADER
+from feedsvc.resources.request import DEFAULT_LIMIT, IDEMPOTENCY_KEY_HEADER, MAX_ID, MAX_LIMIT
 from feedsvc.resources.search import KEYWORDS_MAX_CHARS
-from feedsvc.schema import NAME_MAX_CHARS, STORY_MAX_CHARS, SUBJECT_MAX_CHARS
+from feedsvc.schema import (
+    IDEMPOTENCY_KEY_MAX_CHARS,
+    NAME_MAX_CHARS,
+    STORY_MAX_CHARS,
+    SUBJECT_MAX_CHARS,
+)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -26,8 +32,13 @@ def _errors(*statuses: int) -> dict[str, Any]:
         411: "A body was sent without Content-Length",
         413: "Body larger than FEED_MAX_BODY_BYTES",
         415: "A body that is not application/json",
+        422: "The Idempotency-Key was already used for a different request",
         500: "Unexpected error (details are logged, never returned)",
-        503: "Database or search engine unavailable for now; retry after `Retry-After` seconds",
+        503: (
+            "Database or search engine unavailable for now; retry after `Retry-After` seconds."
+            " When the connection broke during a write's COMMIT, `retry_safe` says whether"
+            " sending the request again is safe"
+        ),
     }
     return {str(status): _json(_ref("Error"), reasons[status]) for status in (*statuses, 500, 503)}
 
@@ -63,7 +74,33 @@ _STATUS = {
     "required": ["status"],
     "properties": {"status": {"type": "string"}},
 }
-_BODY_ERRORS = (400, 404, 405, 411, 413, 415)
+_BODY_ERRORS = (400, 404, 405, 411, 413, 415, 422)
+_IDEMPOTENCY_KEY = {
+    "name": IDEMPOTENCY_KEY_HEADER,
+    "in": "header",
+    "required": False,
+    "description": (
+        "IETF httpapi Idempotency-Key: a unique value per write, such as a quoted UUID. A retry"
+        " with the same key and request within 24 hours is answered with the original response"
+        f" (marked `{REPLAYED_HEADER}: true`) and writes nothing; the same key with another"
+        " request is 422."
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX_CHARS + 2},
+    "example": '"8e03978e-40d5-43e8-bc93-6894a57f9324"',
+}
+_REPLAYED = {
+    REPLAYED_HEADER: {
+        "description": "`true` when the response is the stored one of an earlier request",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
+
+
+def _written(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """The 200 response of a write, which may be a replay of the original one."""
+    response = _json(schema, description)
+    response["headers"] = _REPLAYED
+    return response
 
 
 def _page(item: str, description: str) -> dict[str, Any]:
@@ -91,8 +128,9 @@ DOCUMENT: dict[str, Any] = {
                     "required": True,
                     "content": {"application/json": {"schema": _ref("NewParticipant")}},
                 },
+                "parameters": [_IDEMPOTENCY_KEY],
                 "responses": {
-                    "200": _json(_ref("Participant"), "The new participant"),
+                    "200": _written(_ref("Participant"), "The new participant"),
                     **_errors(*_BODY_ERRORS),
                 },
             }
@@ -122,8 +160,9 @@ DOCUMENT: dict[str, Any] = {
                     "required": True,
                     "content": {"application/json": {"schema": _ref("NewFriendship")}},
                 },
+                "parameters": [_IDEMPOTENCY_KEY],
                 "responses": {
-                    "200": _json(_ref("Friendship"), "The friendship"),
+                    "200": _written(_ref("Friendship"), "The friendship"),
                     **_errors(*_BODY_ERRORS),
                 },
             },
@@ -149,8 +188,9 @@ DOCUMENT: dict[str, Any] = {
                     "required": True,
                     "content": {"application/json": {"schema": _ref("NewOutbound")}},
                 },
+                "parameters": [_IDEMPOTENCY_KEY],
                 "responses": {
-                    "200": _json(_ref("Outbound"), "The stored post"),
+                    "200": _written(_ref("Outbound"), "The stored post"),
                     **_errors(*_BODY_ERRORS),
                 },
             },
@@ -223,7 +263,14 @@ DOCUMENT: dict[str, Any] = {
             "Error": {
                 "type": "object",
                 "required": ["title", "description"],
-                "properties": {"title": {"type": "string"}, "description": {"type": "string"}},
+                "properties": {
+                    "title": {"type": "string"},
+                    "description": {"type": "string"},
+                    "retry_safe": {
+                        "type": "boolean",
+                        "description": "Only on a 503 for a write whose COMMIT lost its connection",
+                    },
+                },
             },
             "NewParticipant": {
                 "type": "object",

@@ -20,6 +20,9 @@ NAME_MAX_CHARS = 50
 SINK_MAX_CHARS = 32
 OUTBOX_KEY_MAX_CHARS = 64
 LEASE_OWNER_MAX_CHARS = 64
+# The IETF httpapi Idempotency-Key draft leaves the length to the server; a UUID needs 36.
+IDEMPOTENCY_KEY_MAX_CHARS = 255
+FINGERPRINT_CHARS = 64
 SUBJECT_MAX_CHARS = 200
 STORY_MAX_CHARS = 10_000
 
@@ -109,4 +112,20 @@ outbox_lease = Table(
     Column("expires", Timestamp, nullable=False),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
+)
+
+# The response of each write a client sent with an Idempotency-Key, committed with the write:
+# a retry with the same key is answered from here and writes nothing (feedsvc/idempotency.py).
+idempotency_key = Table(
+    "idempotency_key",
+    metadata,
+    Column("key", String(IDEMPOTENCY_KEY_MAX_CHARS), primary_key=True),
+    Column("fingerprint", String(FINGERPRINT_CHARS), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("body", Payload, nullable=False),
+    Column("created", Timestamp, nullable=False),
+    Index("ix_idempotency_key_created", "created"),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_bin",
 )

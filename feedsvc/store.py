@@ -20,8 +20,10 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from feedsvc.database import CompiledQuery, Reader, run_in, writer
+from feedsvc.idempotency import Responses
 from feedsvc.model import Friendship, Participant, Post
 from feedsvc.schema import friendship, inbound, outbound, participant
 
@@ -109,6 +111,11 @@ _POSTS_AFTER = (
     .limit(bindparam("limit"))
 )
 _POST_COUNT = select(func.count()).select_from(outbound)
+_NEWEST_POST_ID = select(func.coalesce(func.max(outbound.c.id), 0))
+# A scan (occurred has no index): for operator commands, never for requests.
+_FIRST_POST_ID_SINCE = select(func.coalesce(func.min(outbound.c.id), 0)).where(
+    outbound.c.occurred >= bindparam("since")
+)
 _PING = select(literal(1))
 
 
@@ -122,11 +129,18 @@ def _post(row: tuple[Any, ...]) -> Post:
     return Post(post_id, sender_id, _as_datetime(occurred), subject, story)
 
 
+class CommitOutcomeUnknown(Exception):
+    """The connection to a database server broke during COMMIT: the write may or may not be in."""
+
+
 class Store:
     """The feed's tables behind intention-revealing methods; callers never write SQL."""
 
     def __init__(self, engine: Engine) -> None:
         self._writer = writer(engine)
+        # A failed COMMIT of the embedded SQLite is a rollback; a server's may have committed.
+        self._commit_can_be_lost = engine.dialect.name != "sqlite"
+        self.responses = Responses(engine)
         self._reader = Reader(engine)
         self._participant = CompiledQuery(engine, _SELECT_PARTICIPANT)
         self._friends = CompiledQuery(engine, _SELECT_FRIENDS)
@@ -134,6 +148,8 @@ class Store:
         self._inbound_page = CompiledQuery(engine, _INBOUND_PAGE)
         self._posts_after = CompiledQuery(engine, _POSTS_AFTER)
         self._post_count = CompiledQuery(engine, _POST_COUNT)
+        self._newest_post_id = CompiledQuery(engine, _NEWEST_POST_ID)
+        self._first_post_id_since = CompiledQuery(engine, _FIRST_POST_ID_SINCE)
         self._ping = CompiledQuery(engine, _PING)
         self._insert_participant = CompiledQuery(engine, _INSERT_PARTICIPANT)
         self._select_pair = CompiledQuery(engine, _SELECT_PAIR)
@@ -143,16 +159,25 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """A write transaction: everything done on the connection commits together or not at all."""
-        with self._writer.begin() as conn:
-            yield conn
+        """A write transaction: everything done on the connection commits together or not at all.
+
+        Raises CommitOutcomeUnknown when a server connection fails during the COMMIT itself.
+        """
+        committing = False
+        try:
+            with self._writer.begin() as conn:
+                yield conn
+                committing = True
+        except DBAPIError as error:
+            if committing and self._commit_can_be_lost:
+                raise CommitOutcomeUnknown(str(error.orig)) from error
+            raise
 
     def ping(self) -> None:
         self._reader.rows(self._ping, {})
 
-    def create_participant(self, name: str) -> Participant:
-        with self.transaction() as conn:
-            participant_id = run_in(conn, self._insert_participant, {"name": name}).lastrowid
+    def insert_participant(self, conn: Connection, name: str) -> Participant:
+        participant_id = run_in(conn, self._insert_participant, {"name": name}).lastrowid
         return Participant(id=participant_id, name=name)
 
     def participant(self, participant_id: int) -> Participant | None:
@@ -204,3 +229,10 @@ class Store:
 
     def post_count(self) -> int:
         return self._reader.rows(self._post_count, {})[0][0]
+
+    def newest_post_id(self) -> int:
+        return self._reader.rows(self._newest_post_id, {})[0][0]
+
+    def first_post_id_since(self, since: datetime) -> int:
+        """The id of the first post made at or after `since`; 0 when there is none."""
+        return self._reader.rows(self._first_post_id_since, {"since": since})[0][0]

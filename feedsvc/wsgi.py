@@ -41,9 +41,21 @@ def build_service(config: Config) -> Service:
         if kafka.request_timing is not None:
             middleware.append(kafka.request_timing)
         sinks.append(kafka.event_sink)
-    feed = Feed(Store(engine), search, listeners)
+    store = Store(engine)
+    feed = Feed(store, search, listeners)
     relay = OutboxRelay(engine, sinks)
     relay.start()
+    if config.search_urls and config.search_reconcile_interval_s:
+        # Imported only here, like the Elasticsearch backend it checks.
+        from feedsvc.search.elastic import ElasticSearch
+        from feedsvc.search.reconcile import LOCK_FILE, SearchReconciler
+
+        assert isinstance(search, ElasticSearch)
+        reconciler = SearchReconciler(
+            store, search.index, config.search_reconcile_interval_s, config.metrics_dir / LOCK_FILE
+        )
+        reconciler.start()
+        atexit.register(reconciler.stop)
     return Service(create_app(config, feed, middleware), relay)
 
 

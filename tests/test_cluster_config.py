@@ -72,7 +72,15 @@ def test_control_socket_is_off_unless_systemd_gives_a_runtime_directory():
 
 
 def test_metrics_dir_prefers_the_runtime_directory():
-    assert Config.from_env({"FEED_DATA_DIR": "/srv/feed"}).metrics_dir == Path("/srv/feed/metrics")
+    user = {"FEED_DATA_DIR": "/srv/feed", "XDG_RUNTIME_DIR": "/run/user/7"}
+    in_user_runtime = Config.from_env(user).metrics_dir
+    assert in_user_runtime.parent.parent == Path("/run/user/7")
+    assert in_user_runtime.name == "metrics"
+    other_instance = Config.from_env({**user, "FEED_DATA_DIR": "/srv/other"}).metrics_dir
+    assert other_instance != in_user_runtime
+    on_shared_memory = Config.from_env({"FEED_DATA_DIR": "/srv/feed"}).metrics_dir
+    assert on_shared_memory.parts[:3] == ("/", "dev", "shm")
+    assert on_shared_memory.parent.name == in_user_runtime.parent.name
     under_systemd = {"FEED_DATA_DIR": "/srv/feed", "RUNTIME_DIRECTORY": "/run/feed"}
     assert Config.from_env(under_systemd).metrics_dir == Path("/run/feed/metrics")
     chosen = {**under_systemd, "FEED_METRICS_DIR": "/tmp/m"}

@@ -2,34 +2,18 @@
 
 import os
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 
 from feedsvc import database
 from feedsvc.store import Store
+from tests.support.elastic import FEEDSVC, environment, indexed_ids
 from tests.support.processes import REPO_ROOT, WORKER_APP
 from tests.support.worker_app import WORKER_PID_HEADER
 
-FEEDSVC = Path(sys.executable).parent / "feedsvc"
 DEADLINE_SECONDS = 60.0
 POSTS_PER_ROUND = 16
-
-
-def environment(config):
-    return {
-        "FEED_DATA_DIR": str(config.data_dir),
-        "FEED_SEARCH_URL": ",".join(config.search_urls),
-        "FEED_SEARCH_INDEX": config.search_index,
-    }
-
-
-def indexed_ids(elastic_client, index):
-    elastic_client.indices.refresh(index=index)
-    hits = elastic_client.search(index=index, size=10_000, source=False)["hits"]["hits"]
-    return sorted(int(hit["_id"]) for hit in hits)
 
 
 def test_posts_through_every_gunicorn_worker_all_end_up_indexed(
@@ -67,9 +51,9 @@ def test_posts_through_every_gunicorn_worker_all_end_up_indexed(
 
 def test_reindex_rebuilds_an_empty_index_to_the_database_count(elastic_config, elastic_client):
     store = Store(database.create_engine(elastic_config))
-    sender = store.create_participant("Prolific")
     occurred = datetime.now(UTC).replace(tzinfo=None)
     with store.transaction() as conn:
+        sender = store.insert_participant(conn, "Prolific")
         for number in range(3000):
             store.insert_outbound(conn, sender.id, occurred, "s", f"story number {number}")
     env = {key: value for key, value in os.environ.items() if not key.startswith("FEED_")}

@@ -145,3 +145,12 @@ def test_schemas_reject_what_the_service_never_sends(document):
     assert not validator.is_valid({"id": "1", "name": "Ada", "link": "/participant/1"})
     assert not validator.is_valid({"name": "Ada", "link": "/participant/1"})
     assert not validator.is_valid([])
+
+
+@pytest.mark.parametrize(("path", "method"), sorted(op for op in OPERATIONS if op[1] == "post"))
+def test_every_post_documents_the_idempotency_key_and_its_422(document, path, method):
+    _, documented = operation(document, path, method)
+    headers = [p["name"] for p in documented.get("parameters", []) if p["in"] == "header"]
+    assert headers == ["Idempotency-Key"]
+    assert "422" in documented["responses"]
+    assert "Idempotent-Replayed" in documented["responses"]["200"]["headers"]

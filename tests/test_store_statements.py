@@ -20,8 +20,9 @@ def engine(api_config):
 
 def test_a_driver_error_is_raised_as_sqlalchemy_s_and_rolls_the_transaction_back(engine):
     store = Store(engine)
-    ada = store.create_participant("Ada")
-    bob = store.create_participant("Bob")
+    with store.transaction() as conn:
+        ada = store.insert_participant(conn, "Ada")
+        bob = store.insert_participant(conn, "Bob")
     with pytest.raises(IntegrityError), store.transaction() as conn:
         store.insert_friendship(conn, ada.id, bob.id)
         store.insert_outbound(conn, ada.id, datetime(2026, 11, 30), None, "a story")  # NOT NULL
@@ -30,7 +31,8 @@ def test_a_driver_error_is_raised_as_sqlalchemy_s_and_rolls_the_transaction_back
 
 def test_a_datetime_is_stored_exactly_as_sqlalchemy_stores_it(engine):
     store = Store(engine)
-    sender = store.create_participant("Ada")
+    with store.transaction() as conn:
+        sender = store.insert_participant(conn, "Ada")
     # A whole second: the driver's own adapter would drop the fraction that SQLAlchemy writes.
     occurred = datetime(2026, 11, 30, 5, 0, 0)
     with store.transaction() as conn:

@@ -1,11 +1,17 @@
 """/participant/{id}/friends: symmetric friendships, created once and listed from either side."""
 
 import falcon
+import orjson
 
 from feedsvc.config import Config
 from feedsvc.feed import Feed
 from feedsvc.resources.representation import friendship_json
-from feedsvc.resources.request import json_object, participant_ref, same_participant
+from feedsvc.resources.request import (
+    idempotent_write,
+    json_object,
+    participant_ref,
+    same_participant,
+)
 
 
 class Collection:
@@ -22,4 +28,5 @@ class Collection:
         friend_id = participant_ref(body, "to")
         if friend_id is None:
             raise falcon.HTTPBadRequest(title="Invalid field", description="`to` is required.")
-        resp.media = friendship_json(self._feed.befriend(participant_id, friend_id))
+        once = idempotent_write(req, body, lambda found: orjson.dumps(friendship_json(found)))
+        resp.media = friendship_json(self._feed.befriend(participant_id, friend_id, once))

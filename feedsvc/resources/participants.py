@@ -1,11 +1,12 @@
 """/participant and /participant/{id}: creating and reading participants."""
 
 import falcon
+import orjson
 
 from feedsvc.config import Config
 from feedsvc.feed import Feed
 from feedsvc.resources.representation import participant_json
-from feedsvc.resources.request import json_object, text_field
+from feedsvc.resources.request import idempotent_write, json_object, text_field
 from feedsvc.schema import NAME_MAX_CHARS
 
 
@@ -17,7 +18,8 @@ class Collection:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = json_object(req, self._max_body_bytes)
         name = text_field(body, "name", NAME_MAX_CHARS, strip=True)
-        resp.media = participant_json(self._feed.create_participant(name))
+        once = idempotent_write(req, body, lambda created: orjson.dumps(participant_json(created)))
+        resp.media = participant_json(self._feed.create_participant(name, once))
 
 
 class Item:

@@ -1,11 +1,16 @@
 """Reading client input: JSON bodies, participant references and query parameters, validated."""
 
+import hashlib
 import re
+from collections.abc import Callable
 from typing import Any
 
 import falcon
+import orjson
 
+from feedsvc.feed import IdempotentWrite
 from feedsvc.resources.representation import LINK_PREFIX
+from feedsvc.schema import IDEMPOTENCY_KEY_MAX_CHARS
 
 MAX_ID = 2**63 - 1
 # Path segments that name a participant: a positive 63-bit integer or the route does not match.
@@ -14,6 +19,13 @@ ID_CONVERTER = f"{ID_CONVERTER_NAME}(min=1, max={MAX_ID})"
 _LINK = re.compile(re.escape(LINK_PREFIX) + r"([1-9][0-9]{0,18})")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+# An sf-string as the IETF draft asks ("..."), or the bare token many clients send: printable
+# ASCII without quotes or backslashes, so a key needs no unescaping and is safe in a log.
+_IDEMPOTENCY_KEY = re.compile(
+    rf'"([\x20\x21\x23-\x5b\x5d-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_CHARS}}})"'
+    rf"|([\x21\x23-\x5b\x5d-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_CHARS}}})"
+)
 
 
 class IdConverter(falcon.routing.IntConverter):
@@ -93,3 +105,23 @@ def same_participant(body: dict[str, Any], participant_id: int) -> None:
 
 def limit_param(req: falcon.Request) -> int:
     return req.get_param_as_int("limit", min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT)
+
+
+def idempotent_write(
+    req: falcon.Request, body: dict[str, Any], render: Callable[[Any], bytes]
+) -> IdempotentWrite | None:
+    """The request's Idempotency-Key with a fingerprint of what it asks for; None without one."""
+    header = req.get_header(IDEMPOTENCY_KEY_HEADER)
+    if header is None:
+        return None
+    key = _IDEMPOTENCY_KEY.fullmatch(header.strip())
+    if key is None:
+        raise falcon.HTTPBadRequest(
+            title="Invalid header",
+            description=f"{IDEMPOTENCY_KEY_HEADER} must be a quoted string of 1 to "
+            f"{IDEMPOTENCY_KEY_MAX_CHARS} printable ASCII characters without quotes or "
+            'backslashes, such as "8e03978e-40d5-43e8-bc93-6894a57f9324".',
+        )
+    digest = hashlib.sha256(f"{req.method} {req.path}\n".encode())
+    digest.update(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
+    return IdempotentWrite(key[1] or key[2], digest.hexdigest(), render)

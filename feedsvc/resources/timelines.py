@@ -3,6 +3,7 @@
 from collections.abc import Callable
 
 import falcon
+import orjson
 
 from feedsvc.config import Config
 from feedsvc.feed import Feed
@@ -14,7 +15,13 @@ from feedsvc.resources.representation import (
     outbound_json,
     participant_link,
 )
-from feedsvc.resources.request import json_object, limit_param, same_participant, text_field
+from feedsvc.resources.request import (
+    idempotent_write,
+    json_object,
+    limit_param,
+    same_participant,
+    text_field,
+)
 from feedsvc.schema import STORY_MAX_CHARS, SUBJECT_MAX_CHARS
 
 
@@ -47,7 +54,9 @@ class Outbound:
         subject = text_field(body, "subject", SUBJECT_MAX_CHARS)
         story = text_field(body, "story", STORY_MAX_CHARS)
         # A client-sent `occurred` is accepted for compatibility and ignored: the server dates it.
-        resp.media = outbound_json(self._feed.social_broadcast(participant_id, subject, story))
+        once = idempotent_write(req, body, lambda post: orjson.dumps(outbound_json(post)))
+        post = self._feed.social_broadcast(participant_id, subject, story, once)
+        resp.media = outbound_json(post)
 
 
 class Inbound:

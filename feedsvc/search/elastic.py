@@ -124,6 +124,13 @@ class ElasticIndex:
     def index_posts(self, posts: Sequence[Post]) -> None:
         self.bulk_index([(str(post.id), document(post)) for post in posts])
 
+    def missing(self, doc_ids: Sequence[str]) -> list[str]:
+        """The ids among these that the index does not hold."""
+        response = self.client.options(request_timeout=BULK_TIMEOUT_SECONDS).mget(
+            index=self.name, ids=list(doc_ids), source=False
+        )
+        return [doc["_id"] for doc in response["docs"] if not doc.get("found")]
+
     def count(self) -> int:
         self.client.indices.refresh(index=self.name)
         return int(self.client.count(index=self.name)["count"])

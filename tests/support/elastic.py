@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -22,6 +23,7 @@ from feedsvc.config import Config
 from feedsvc.wsgi import Service, build_service
 from tests.support.api import IndexedTestClient, wait_until_delivered
 
+FEEDSVC = Path(sys.executable).parent / "feedsvc"
 START_DEADLINE_SECONDS = 30.0
 STOP_DEADLINE_SECONDS = 15.0
 
@@ -147,6 +149,23 @@ def elastic_service(elastic_config: Config) -> Iterator[Service]:
     service = build_service(elastic_config)
     yield service
     service.relay.stop()
+
+
+def environment(config: Config) -> dict[str, str]:
+    """The FEED_* variables that give a process (gunicorn, `feedsvc`) this test's search."""
+    return {
+        "FEED_DATA_DIR": str(config.data_dir),
+        "FEED_SEARCH_URL": ",".join(config.search_urls),
+        "FEED_SEARCH_INDEX": config.search_index,
+    }
+
+
+def indexed_ids(client: Elasticsearch, index: str) -> list[int]:
+    """The ids of every document in the index, in order, once it is refreshed."""
+    client.indices.refresh(index=index)
+    hits = client.search(index=index, size=10_000, source=False)["hits"]["hits"]
+    return sorted(int(hit["_id"]) for hit in hits)
+
 
 
 def wait_until_indexed(config: Config, client: Elasticsearch) -> None:
