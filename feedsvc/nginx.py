@@ -39,7 +39,9 @@ def render(
 ) -> str:
     """The template with every @NAME@ replaced; an unknown or unused placeholder is an error."""
     if not _LOG_PATH.fullmatch(access_log):
-        raise NginxConfigError(f"the access log must be an absolute path or off, not {access_log!r}")
+        raise NginxConfigError(
+            f"the access log must be an absolute path or off, not {access_log!r}"
+        )
     if connections_per_client < 1:
         raise NginxConfigError("the connections per client must be at least 1")
     values = {
@@ -54,5 +56,7 @@ def render(
     unknown = set(_PLACEHOLDER.findall(template)) - set(values)
     unused = set(values) - set(_PLACEHOLDER.findall(template))
     if unknown or unused:
-        raise NginxConfigError(f"template placeholders: unknown {unknown or '{}'}, unused {unused or '{}'}")
+        raise NginxConfigError(
+            f"template placeholders: unknown {unknown or '{}'}, unused {unused or '{}'}"
+        )
     return _PLACEHOLDER.sub(lambda match: values[match[1]], template)
