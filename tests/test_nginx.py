@@ -203,6 +203,27 @@ def test_a_method_the_route_lacks_gets_the_apps_own_405(edge: Edge) -> None:
     assert "POST" in response.headers["Allow"]
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/participant",
+        "/participant/1",
+        "/participant/1/friends",
+        "/participant/1/outbound?limit=5",
+        "/participant/1/inbound",
+        "/outbound?keywords=a",
+        "/health",
+        "/openapi.json",
+    ],
+)
+def test_nginx_405s_allow_what_the_app_allows(edge: Edge, path: str) -> None:
+    from_nginx = send_raw(edge.proxy.port, f"TRACE {path} HTTP/1.1\r\nHost: feed\r\n\r\n".encode())
+    from_app = edge.proxy.request("PUT", path)
+
+    assert (from_nginx.status, from_app.status) == (405, 405)
+    assert from_nginx.headers["Allow"] == from_app.headers["Allow"]
+
+
 def test_a_body_within_the_limit_reaches_the_app_chunked_or_not(edge: Edge) -> None:
     author = edge.proxy.request("POST", "/participant", {"name": "Chunked"}).json
     body = orjson.dumps({"subject": "s", "story": BIG_STORY})
