@@ -111,6 +111,9 @@ def nginx_conf_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--access-log", required=True, help="an absolute path, or off")
     parser.add_argument(
+        "--extra-dir", required=True, help="a directory whose *.conf the server block includes"
+    )
+    parser.add_argument(
         "--connections-per-client",
         type=int,
         default=nginx.DEFAULT_CONNECTIONS_PER_CLIENT,
@@ -125,6 +128,7 @@ def nginx_conf_command(config: Config, args: argparse.Namespace) -> None:
             config,
             upstream=args.upstream,
             access_log=args.access_log,
+            extra_dir=args.extra_dir,
             connections_per_client=args.connections_per_client,
         )
     except (OSError, nginx.NginxConfigError) as error:

@@ -15,7 +15,7 @@ _PLACEHOLDER = re.compile(r"@([A-Z_]+)@")
 # What nginx's listen and server directives take: unix:/path or host:port, nothing that could end
 # the directive or open a block.
 _ADDRESS = re.compile(r"unix:/[^\s;{}'\"]+|[^\s;{}'\"/]+:[0-9]{1,5}")
-_LOG_PATH = re.compile(r"/[^\s;{}'\"]+|off")
+_PATH = re.compile(r"/[^\s;{}'\"*]+")
 
 
 class NginxConfigError(ValueError):
@@ -35,10 +35,13 @@ def render(
     *,
     upstream: str,
     access_log: str,
+    extra_dir: str,
     connections_per_client: int = DEFAULT_CONNECTIONS_PER_CLIENT,
 ) -> str:
     """The template with every @NAME@ replaced; an unknown or unused placeholder is an error."""
-    if not _LOG_PATH.fullmatch(access_log):
+    if not _PATH.fullmatch(extra_dir):
+        raise NginxConfigError(f"the extra directory must be an absolute path, not {extra_dir!r}")
+    if not (_PATH.fullmatch(access_log) or access_log == "off"):
         raise NginxConfigError(
             f"the access log must be an absolute path or off, not {access_log!r}"
         )
@@ -52,6 +55,7 @@ def render(
         "MAX_BODY_BYTES": str(config.max_body_bytes),
         "CONNECTIONS_PER_CLIENT": str(connections_per_client),
         "ACCESS_LOG": access_log,
+        "EXTRA_DIR": extra_dir,
     }
     unknown = set(_PLACEHOLDER.findall(template)) - set(values)
     unused = set(values) - set(_PLACEHOLDER.findall(template))

@@ -6,6 +6,8 @@ import contextlib
 import http.client
 import re
 import socket
+import ssl
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from tests.support.nginx import (
     main_config,
     nginx_binary,
 )
-from tests.support.processes import GunicornServer, HttpResponse, killed_at_exit
+from tests.support.processes import GunicornServer, HttpResponse, free_port, killed_at_exit
 
 MAX_BODY_BYTES = 65536
 CONNECTIONS_PER_CLIENT = 8
@@ -310,7 +312,11 @@ def test_the_installed_config_passes_nginx_t(tmp_path: Path, upstream: str) -> N
     site = tmp_path / "feedsvc.conf"
     site.write_text(
         nginx.render(
-            NGINX_TEMPLATE.read_text(), config, upstream=upstream, access_log=f"{tmp_path}/a.log"
+            NGINX_TEMPLATE.read_text(),
+            config,
+            upstream=upstream,
+            access_log=f"{tmp_path}/a.log",
+            extra_dir=str(tmp_path / "extra"),
         )
     )
     conf = tmp_path / "nginx.conf"
@@ -320,3 +326,72 @@ def test_the_installed_config_passes_nginx_t(tmp_path: Path, upstream: str) -> N
 
     assert checked.returncode == 0, checked.stderr
     assert "test is successful" in checked.stderr
+
+
+def test_tls_added_as_the_readme_says_terminates_in_front_of_the_app(
+    tmp_path: Path, gunicorn_server: GunicornServer
+) -> None:
+    gunicorn_server.start({}, workers=2)
+    gunicorn_server.wait_ready(workers=2)
+    proxy = NginxProxy(tmp_path, f"127.0.0.1:{gunicorn_server.port}")
+    certificate, key = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"),
+            *("-nodes", "-subj", "/CN=feed.test", "-days", "1"),
+            *("-keyout", str(key), "-out", str(certificate)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    tls_port = free_port()
+    proxy.extra_dir.mkdir(parents=True)
+    (proxy.extra_dir / "tls.conf").write_text(
+        f"listen 127.0.0.1:{tls_port} ssl;\n"
+        f"ssl_certificate {certificate};\nssl_certificate_key {key};\n"
+        "ssl_protocols TLSv1.2 TLSv1.3;\n"
+    )
+    context = ssl.create_default_context(cafile=certificate)
+    context.check_hostname = False
+    try:
+        proxy.start({})
+        connection = http.client.HTTPSConnection("127.0.0.1", tls_port, context=context, timeout=30)
+        connection.request("GET", "/health", headers={"X-Request-ID": "over-tls"})
+        response = connection.getresponse()
+        body = response.read()
+        connection.close()
+    finally:
+        proxy.stop()
+
+    assert (response.status, orjson.loads(body)) == (200, {"status": "ok"})
+    assert response.headers["X-Request-ID"] == "over-tls"
+
+
+@pytest.mark.parametrize(
+    ("bind", "upstream", "problem"),
+    [
+        ("fd://3", "127.0.0.1:8081", "FEED_BIND"),
+        ("127.0.0.1:8080; include /etc/passwd", "127.0.0.1:8081", "FEED_BIND"),
+        ("127.0.0.1:8080", "unix:/run/a b.sock", "upstream"),
+    ],
+)
+def test_addresses_nginx_would_misread_are_refused(bind: str, upstream: str, problem: str) -> None:
+    with pytest.raises(nginx.NginxConfigError, match=problem):
+        nginx.render(
+            NGINX_TEMPLATE.read_text(),
+            Config.from_env({"FEED_BIND": bind}),
+            upstream=upstream,
+            access_log="off",
+            extra_dir="/etc/feedsvc/nginx.d",
+        )
+
+
+def test_a_template_placeholder_without_a_value_is_refused() -> None:
+    with pytest.raises(nginx.NginxConfigError, match="NEW_THING"):
+        nginx.render(
+            NGINX_TEMPLATE.read_text() + "# @NEW_THING@\n",
+            Config.from_env({}),
+            upstream="127.0.0.1:8081",
+            access_log="off",
+            extra_dir="/etc/feedsvc/nginx.d",
+        )

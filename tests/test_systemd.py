@@ -36,7 +36,7 @@ from tests.support.systemd import (
 )
 
 MAX_EXPOSURE = 2.0
-SCRIPTS = ("install", "uninstall", "build-venv", "setup")
+SCRIPTS = ("install", "uninstall", "build-venv", "setup", "ensure-mariadb")
 FEED_NAMES = re.compile(r"\bFEED_[A-Z_]+\b")
 
 

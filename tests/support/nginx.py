@@ -69,6 +69,7 @@ class NginxProxy:
         self.connections_per_client = connections_per_client
         self.conf = self.prefix / "nginx.conf"
         self.access_log = self.prefix / "access.log"
+        self.extra_dir = self.prefix / "extra"
         self._process: subprocess.Popen[bytes] | None = None
 
     def write_config(self, env: Mapping[str, str]) -> None:
@@ -76,12 +77,14 @@ class NginxProxy:
         self.prefix.mkdir(parents=True, exist_ok=True)
         config = Config.from_env({**env, "FEED_BIND": f"127.0.0.1:{self.port}"})
         site = self.prefix / "feedsvc.conf"
+        self.extra_dir.mkdir(exist_ok=True)
         site.write_text(
             nginx.render(
                 NGINX_TEMPLATE.read_text(),
                 config,
                 upstream=self.upstream,
                 access_log=str(self.access_log),
+                extra_dir=str(self.extra_dir),
                 connections_per_client=self.connections_per_client,
             )
         )
