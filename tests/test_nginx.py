@@ -18,13 +18,8 @@ import pytest
 
 from feedsvc import nginx
 from feedsvc.config import Config
-from tests.support.nginx import (
-    NGINX_TEMPLATE,
-    NginxProxy,
-    check_config,
-    main_config,
-    nginx_binary,
-)
+from loadtest.nginx import NGINX_TEMPLATE, check_config, main_config
+from tests.support.nginx import NginxProxy, nginx_binary
 from tests.support.processes import GunicornServer, HttpResponse, free_port, killed_at_exit
 
 MAX_BODY_BYTES = 65536
