@@ -71,6 +71,12 @@ class NginxServer:
         self.extra_dir = prefix / "extra"
         self._process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def pid(self) -> int:
+        """The master's pid (its workers are its children)."""
+        assert self._process is not None, "not started"
+        return self._process.pid
+
     def write_config(self, env: Mapping[str, str]) -> None:
         """Render the site from these FEED_* settings, as scripts/install does."""
         self.extra_dir.mkdir(parents=True, exist_ok=True)
