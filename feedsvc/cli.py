@@ -7,10 +7,12 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import make_url
 
+from feedsvc import nginx
 from feedsvc.config import Config, ConfigError
 from feedsvc.database import create_engine, init_db
 from feedsvc.search import create_search, reindex
@@ -153,9 +155,45 @@ def show_progress(done: int, total: int) -> None:
     print(f"\rreindex [{bar}] {percent:3d}% {done}/{total} posts", end="", file=sys.stderr)
 
 
+def nginx_conf_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("template", type=Path, help="config/nginx/feedsvc.conf")
+    parser.add_argument(
+        "--upstream", required=True, help="where gunicorn listens: unix:/path or host:port"
+    )
+    parser.add_argument("--access-log", required=True, help="an absolute path, or off")
+    parser.add_argument(
+        "--extra-dir", required=True, help="a directory whose *.conf the server block includes"
+    )
+    parser.add_argument(
+        "--connections-per-client",
+        type=int,
+        default=nginx.DEFAULT_CONNECTIONS_PER_CLIENT,
+        help="requests one client address may have in progress (default %(default)s)",
+    )
+
+
+def nginx_conf_command(config: Config, args: argparse.Namespace) -> None:
+    try:
+        rendered = nginx.render(
+            args.template.read_text(),
+            config,
+            upstream=args.upstream,
+            access_log=args.access_log,
+            extra_dir=args.extra_dir,
+            connections_per_client=args.connections_per_client,
+        )
+    except (OSError, nginx.NginxConfigError) as error:
+        sys.exit(f"feedsvc nginx-conf: {error}")
+    sys.stdout.write(rendered)
+
+
 COMMANDS: dict[str, tuple[str, Callable[[Config, argparse.Namespace], None]]] = {
     "init-db": ("create or upgrade the schema and search index (idempotent)", init_db_command),
     "reindex": ("rebuild the search index from the database", reindex_command),
+    "nginx-conf": (
+        "print the nginx front proxy's config for this host's settings",
+        nginx_conf_command,
+    ),
     "perf-report": (
         "per-minute throughput, mean, p50 and p95 per entity/operation from the Kafka perf topic",
         perf_report_command,
@@ -163,6 +201,7 @@ COMMANDS: dict[str, tuple[str, Callable[[Config, argparse.Namespace], None]]] = 
 }
 # Options of the commands that take any.
 ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "nginx-conf": nginx_conf_arguments,
     "reindex": reindex_arguments,
     "perf-report": perf_report_arguments,
 }

@@ -6,13 +6,30 @@ import falcon
 import orjson
 
 from feedsvc.errors import REPLAYED_HEADER
-from feedsvc.resources.request import DEFAULT_LIMIT, IDEMPOTENCY_KEY_HEADER, MAX_ID, MAX_LIMIT
+from feedsvc.resources.representation import CURSOR_PATTERN
+from feedsvc.resources.request import (
+    DEFAULT_LIMIT,
+    IDEMPOTENCY_KEY_HEADER,
+    LINK_PATTERN,
+    MAX_ID,
+    MAX_LIMIT,
+)
 from feedsvc.resources.search import KEYWORDS_MAX_CHARS
 from feedsvc.schema import (
     IDEMPOTENCY_KEY_MAX_CHARS,
     NAME_MAX_CHARS,
     STORY_MAX_CHARS,
     SUBJECT_MAX_CHARS,
+)
+
+# The characters Python's str.strip() removes (str.isspace), as a regex class: the validation
+# trims names and tests keywords with them, so the patterns below say exactly what it accepts.
+WHITESPACE = r"[\t-\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+NOT_WHITESPACE = "[^" + WHITESPACE[1:]
+# 1 to NAME_MAX_CHARS characters once leading and trailing whitespace is trimmed.
+NAME_PATTERN = (
+    f"^{WHITESPACE}*{NOT_WHITESPACE}(?:[\\s\\S]{{0,{NAME_MAX_CHARS - 2}}}{NOT_WHITESPACE})?"
+    f"{WHITESPACE}*$"
 )
 
 
@@ -60,7 +77,7 @@ _PAGE_PARAMS = [
         "name": "before",
         "in": "query",
         "description": "Opaque cursor taken from a previous response's Link rel=next header.",
-        "schema": {"type": "string"},
+        "schema": {"type": "string", "pattern": CURSOR_PATTERN},
     },
 ]
 _NEXT_LINK = {
@@ -214,11 +231,15 @@ DOCUMENT: dict[str, Any] = {
                         "name": "keywords",
                         "in": "query",
                         "required": True,
-                        "description": "Words, not a query language: any other character is plain text.",
+                        "description": (
+                            "Words, not a query language: any other character is plain text. "
+                            "At least one character that is not whitespace."
+                        ),
                         "schema": {
                             "type": "string",
                             "minLength": 1,
                             "maxLength": KEYWORDS_MAX_CHARS,
+                            "pattern": NOT_WHITESPACE,
                         },
                     },
                     _PAGE_PARAMS[0],
@@ -255,7 +276,7 @@ DOCUMENT: dict[str, Any] = {
     },
     "components": {
         "schemas": {
-            "Link": {"type": "string", "pattern": "^/participant/[1-9][0-9]*$"},
+            "Link": {"type": "string", "pattern": LINK_PATTERN},
             "Ref": {
                 "description": "A participant link or a bare id",
                 "oneOf": [_ref("Link"), {"type": "integer", "minimum": 1, "maximum": MAX_ID}],
@@ -279,6 +300,7 @@ DOCUMENT: dict[str, Any] = {
                     "name": {
                         "type": "string",
                         "description": f"1 to {NAME_MAX_CHARS} characters after trimming",
+                        "pattern": NAME_PATTERN,
                     }
                 },
             },
@@ -318,8 +340,7 @@ DOCUMENT: dict[str, Any] = {
                         "description": "Optional; must be the participant of the URL",
                     },
                     "occurred": {
-                        "type": "string",
-                        "description": "Accepted for compatibility, ignored: the server assigns it.",
+                        "description": "Accepted for compatibility (any value), ignored: the server assigns it.",
                     },
                 },
             },

@@ -58,6 +58,12 @@ class GunicornServer:
         self.log_path = self._directory / "gunicorn.log"
         self._process: subprocess.Popen | None = None
 
+    @property
+    def pid(self) -> int:
+        """The master's pid (its workers are its children)."""
+        assert self._process is not None, "not started"
+        return self._process.pid
+
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(

@@ -33,6 +33,15 @@ def test_befriend_accepts_a_link_or_an_id(client, row_counts, ada, bob, form):
     assert row_counts()["friendship"] == 1
 
 
+def test_an_id_written_as_an_integral_number_is_that_id(client, ada, bob):
+    """JSON Schema's integer, as /openapi.json documents ids: 2.0 is 2, 2.5 is no id."""
+    whole = client.simulate_post(f"{ada['link']}/friends", json={"to": float(bob["id"])})
+    fraction = client.simulate_post(f"{ada['link']}/friends", json={"to": bob["id"] + 0.5})
+
+    assert (whole.status_code, whole.json["to"]) == (200, bob["link"])
+    assert fraction.status_code == 400
+
+
 @pytest.mark.parametrize("form", ["link", "id"])
 def test_befriend_accepts_from_when_it_is_the_path_participant(client, ada, bob, form):
     body = {"from": ref_forms(ada)[form], "to": bob["link"]}

@@ -154,3 +154,18 @@ def test_other_database_errors_are_not_retried():
     with pytest.raises(OperationalError):
         write()
     assert len(calls) == 1
+
+
+def test_the_tests_reach_mariadb_as_a_user_with_a_password_and_no_global_grant(mariadb_server):
+    """scripts/ensure-mariadb's test user: never a passwordless root that may grant anything."""
+    engine = sa.create_engine(mariadb_server, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            grants = list(conn.exec_driver_sql("SHOW GRANTS").scalars())
+    finally:
+        engine.dispose()
+
+    assert mariadb_server.password
+    assert mariadb_server.username != "root"
+    assert not [grant for grant in grants if " ON *.* " in grant and "GRANT OPTION" in grant]
+    assert not [grant for grant in grants if grant.startswith("GRANT ALL PRIVILEGES ON *.*")]

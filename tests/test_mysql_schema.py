@@ -153,7 +153,7 @@ def password_user(mariadb_server, mariadb_url):
         )
         conn.exec_driver_sql(f"GRANT ALL ON {database_name}.* TO '{name}'@'127.0.0.1'")
     try:
-        yield server_url(database_name).set(username=name), password
+        yield server_url(database_name)._replace(username=name, password=None), password
     finally:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP USER IF EXISTS '{name}'@'127.0.0.1'")

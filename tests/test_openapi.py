@@ -1,12 +1,19 @@
 """GET /openapi.json: a valid OpenAPI 3.1 document that matches what the service really answers."""
 
+import random
 import re
+import sys
 
+import falcon
 import jsonschema
 import pytest
 import referencing
 from openapi_spec_validator import validate
 
+from feedsvc.openapi import NAME_PATTERN, WHITESPACE
+from feedsvc.resources.representation import CURSOR_PATTERN, decode_cursor, encode_cursor
+from feedsvc.resources.request import LINK_PATTERN, MAX_ID, text_field
+from feedsvc.schema import NAME_MAX_CHARS
 from tests.support.api import befriend, create_participant, publish
 
 OPERATIONS = {
@@ -154,3 +161,49 @@ def test_every_post_documents_the_idempotency_key_and_its_422(document, path, me
     assert headers == ["Idempotency-Key"]
     assert "422" in documented["responses"]
     assert "Idempotent-Replayed" in documented["responses"]["200"]["headers"]
+
+
+def test_the_whitespace_class_is_what_str_strip_removes():
+    pattern = re.compile(WHITESPACE)
+    every_character = map(chr, range(sys.maxunicode + 1))
+
+    assert {c for c in every_character if pattern.fullmatch(c)} == {
+        chr(code) for code in range(sys.maxunicode + 1) if chr(code).isspace()
+    }
+
+
+def test_the_name_pattern_accepts_exactly_the_names_the_service_accepts():
+    pattern = re.compile(NAME_PATTERN)
+    pieces = [" ", "\t", "\u3000", "\x1c", "\ufeff", "\n", "a", "é", "\U0001f600"]
+    generator = random.Random(7)
+    names = ["".join(generator.choices(pieces, k=generator.randrange(60))) for _ in range(20_000)]
+
+    for name in names:
+        try:
+            text_field({"name": name}, "name", NAME_MAX_CHARS, strip=True)
+            accepted = True
+        except falcon.HTTPBadRequest:
+            accepted = False
+        assert bool(pattern.search(name)) == accepted, repr(name)
+
+
+def test_the_cursor_pattern_is_exactly_the_cursors_the_service_makes():
+    pattern = re.compile(CURSOR_PATTERN)
+    generator = random.Random(7)
+    post_ids = [1, 15, 16, MAX_ID, *(generator.randrange(1, MAX_ID) for _ in range(1000))]
+
+    for post_id in post_ids:
+        cursor = encode_cursor(post_id)
+        assert pattern.fullmatch(cursor) and decode_cursor(cursor) == post_id
+    for outside in ["0", "01", "8000000000000000", "A", "-1", "1 ", "bzE"]:
+        assert not pattern.fullmatch(outside)
+        with pytest.raises(falcon.HTTPBadRequest):
+            decode_cursor(outside)
+
+
+def test_the_link_pattern_stops_at_the_largest_id():
+    pattern = re.compile(LINK_PATTERN)
+
+    assert pattern.fullmatch(f"/participant/{MAX_ID}")
+    assert not pattern.fullmatch(f"/participant/{MAX_ID + 1}")
+    assert not pattern.fullmatch("/participant/01")

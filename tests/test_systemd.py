@@ -20,6 +20,7 @@ from tests.support.processes import (
     child_pids,
     free_port,
     open_files,
+    request,
 )
 from tests.support.systemd import (
     ENV_EXAMPLE,
@@ -35,7 +36,7 @@ from tests.support.systemd import (
 )
 
 MAX_EXPOSURE = 2.0
-SCRIPTS = ("install", "uninstall", "build-venv", "build-meinheld", "setup")
+SCRIPTS = ("install", "uninstall", "build-venv", "build-meinheld", "setup", "ensure-mariadb")
 FEED_NAMES = re.compile(r"\bFEED_[A-Z_]+\b")
 
 
@@ -186,6 +187,16 @@ def test_install_reload_restart_uninstall_on_a_booted_systemd(
         "640",
     ]
     assert f"127.0.0.1:{port}" in container.run("cat /etc/feedsvc/feedsvc.env").stdout
+    # nginx answers at FEED_BIND; gunicorn listens on a unix socket only nginx's group may use.
+    assert container.run("systemctl is-active nginx.service").stdout.strip() == "active"
+    assert container.run("stat -c '%U:%G %a' /run/feedsvc.sock").stdout.split() == [
+        "root:www-data",
+        "660",
+    ]
+    through_nginx = request(port, "GET", READY_PATH)
+    assert (through_nginx.status, through_nginx.headers["Server"]) == (200, "nginx")
+    refused = request(port, "GET", READY_PATH, headers={"Upgrade": "h2c"})
+    assert (refused.status, refused.headers["Content-Type"]) == (400, "application/json")
     assert container.run("stat -c %U /var/lib/feedsvc/feed.db").stdout.strip() == "feedsvc"
     live = container.run("systemd-analyze security --no-pager feedsvc.service")
     assert exposure(live.stdout) <= MAX_EXPOSURE
@@ -208,6 +219,7 @@ def test_install_reload_restart_uninstall_on_a_booted_systemd(
 
     container.run(f"{REPO_ROOT}/scripts/uninstall")
     container.run("test -e /var/lib/feedsvc/feed.db && test -e /etc/feedsvc/feedsvc.env")
+    assert container.run("test -e /etc/nginx/conf.d/feedsvc.conf", check=False).returncode != 0
     assert container.run(f"test -e {INSTALL_PREFIX}", check=False).returncode != 0
     assert container.run("systemctl is-active feedsvc.socket", check=False).returncode != 0
     container.run(f"{REPO_ROOT}/scripts/uninstall --purge")

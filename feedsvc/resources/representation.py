@@ -1,7 +1,6 @@
 """How feed values look on the wire: participant links and the JSON shapes clients expect."""
 
-import base64
-import binascii
+import re
 from typing import Any
 
 import falcon
@@ -9,6 +8,10 @@ import falcon
 from feedsvc.model import Friendship, Participant, Post
 
 LINK_PREFIX = "/participant/"
+# A `before` cursor: a post id (1 to 2**63 - 1) in lowercase hex without leading zeros. Only what
+# encode_cursor makes matches, so the OpenAPI document can state the format exactly.
+CURSOR_PATTERN = "^(?:[1-9a-f][0-9a-f]{0,14}|[1-7][0-9a-f]{15})$"
+_CURSOR = re.compile(CURSOR_PATTERN)
 
 
 def participant_link(participant_id: int) -> str:
@@ -53,19 +56,15 @@ def inbound_json(post: Post, recipient_link: str) -> dict[str, Any]:
 
 def encode_cursor(before: int) -> str:
     """An opaque `before` cursor: clients pass it back, never build it."""
-    return base64.urlsafe_b64encode(b"o%d" % before).rstrip(b"=").decode()
+    return f"{before:x}"
 
 
 def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-    except (binascii.Error, ValueError):
-        raw = b""
-    if raw[:1] != b"o" or not raw[1:].isdigit() or not 0 < int(raw[1:]) < 2**63:
+    if not _CURSOR.fullmatch(cursor):
         raise falcon.HTTPBadRequest(
             title="Invalid cursor", description="`before` must be a cursor from a Link header."
         )
-    return int(raw[1:])
+    return int(cursor, 16)
 
 
 def next_link(req: falcon.Request, limit: int, before: int) -> str:

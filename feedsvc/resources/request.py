@@ -16,7 +16,6 @@ MAX_ID = 2**63 - 1
 # Path segments that name a participant: a positive 63-bit integer or the route does not match.
 ID_CONVERTER_NAME = "participant_id"
 ID_CONVERTER = f"{ID_CONVERTER_NAME}(min=1, max={MAX_ID})"
-_LINK = re.compile(re.escape(LINK_PREFIX) + r"([1-9][0-9]{0,18})")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
@@ -26,6 +25,24 @@ _IDEMPOTENCY_KEY = re.compile(
     rf'"([\x20\x21\x23-\x5b\x5d-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_CHARS}}})"'
     rf"|([\x21\x23-\x5b\x5d-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_CHARS}}})"
 )
+
+
+def decimal_pattern(maximum: int) -> str:
+    """A regex group matching exactly the decimals 1..maximum, without leading zeros."""
+    digits = str(maximum)
+    alternatives = [f"[1-9][0-9]{{0,{len(digits) - 2}}}"] if len(digits) > 1 else []
+    for position, digit in enumerate(digits):
+        lowest = 1 if position == 0 else 0
+        if int(digit) > lowest:
+            rest = len(digits) - position - 1
+            alternatives.append(f"{digits[:position]}[{lowest}-{int(digit) - 1}][0-9]{{{rest}}}")
+    alternatives.append(digits)
+    return f"({'|'.join(alternatives)})"
+
+
+# A participant link, exactly: its id is a positive 63-bit integer. Stated as is in /openapi.json.
+LINK_PATTERN = f"^{re.escape(LINK_PREFIX)}{decimal_pattern(MAX_ID)}$"
+_LINK = re.compile(LINK_PATTERN)
 
 
 class IdConverter(falcon.routing.IntConverter):
@@ -82,6 +99,9 @@ def participant_ref(body: dict[str, Any], name: str) -> int | None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         participant_id = value
+    elif isinstance(value, float) and value.is_integer():
+        # JSON Schema's integer, as /openapi.json states it: 7.0 is the integer 7.
+        participant_id = int(value)
     elif isinstance(value, str) and (link := _LINK.fullmatch(value)):
         participant_id = int(link[1])
     else:
@@ -104,7 +124,15 @@ def same_participant(body: dict[str, Any], participant_id: int) -> None:
 
 
 def limit_param(req: falcon.Request) -> int:
-    return req.get_param_as_int("limit", min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT)
+    """?limit= as ASCII digits only: int() alone also takes '+5', ' 5', '1_0' and other digits."""
+    value = req.get_param("limit")
+    if value is None:
+        return DEFAULT_LIMIT
+    if not (value.isascii() and value.isdigit() and 1 <= int(value) <= MAX_LIMIT):
+        raise falcon.HTTPInvalidParam(
+            f"The value must be an integer from 1 to {MAX_LIMIT}.", "limit"
+        )
+    return int(value)
 
 
 def idempotent_write(

@@ -167,7 +167,6 @@ def indexed_ids(client: Elasticsearch, index: str) -> list[int]:
     return sorted(int(hit["_id"]) for hit in hits)
 
 
-
 def wait_until_indexed(config: Config, client: Elasticsearch) -> None:
     """Wait for the relay to deliver every queued post, then make them visible to searches."""
     wait_until_delivered(config)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import configparser
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -15,8 +17,34 @@ from feedsvc import database, schema
 from feedsvc.config import Config
 from loadtest.mariadb import INSTALL_DB, MARIADBD, PrivateMariadb, mariadb_installed
 
-# The shared server that scripts/ensure-mariadb provides (root over TCP, no password).
-SHARED_SERVER_URL = os.environ.get("FEED_TEST_MARIADB_URL", "mysql+mysqldb://root@127.0.0.1:3306")
+# The shared server's test user, which scripts/ensure-mariadb creates: its password lives in this
+# option file only (never on a command line), and it may use databases named feedsvc_* only.
+TEST_OPTION_FILE = Path(
+    os.environ.get("FEED_TEST_MARIADB_CNF")
+    or Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    / "feedsvc"
+    / "test-mariadb.cnf"
+)
+
+
+def shared_server_url() -> str | None:
+    """FEED_TEST_MARIADB_URL, else the test user's URL from its option file (None: no file)."""
+    if url := os.environ.get("FEED_TEST_MARIADB_URL"):
+        return url
+    options = configparser.ConfigParser(interpolation=None)
+    if not options.read(TEST_OPTION_FILE):
+        return None
+    client = options["client"]
+    return URL.create(
+        "mysql+mysqldb",
+        username=client["user"],
+        password=client["password"],
+        host=client.get("host", "127.0.0.1"),
+        port=int(client.get("port", "3306")),
+    ).render_as_string(hide_password=False)
+
+
+SHARED_SERVER_URL = shared_server_url()
 
 
 def mariadb_unavailable(reason: str) -> None:
@@ -27,6 +55,8 @@ def mariadb_unavailable(reason: str) -> None:
 
 
 def server_url(database_name: str | None = None) -> URL:
+    if SHARED_SERVER_URL is None:
+        mariadb_unavailable(f"no test user: {TEST_OPTION_FILE} is missing")
     return make_url(SHARED_SERVER_URL).set(database=database_name)
 
 

@@ -1,0 +1,39 @@
+"""loadtest.bench_proxy runs end to end on tiny settings: real gunicorn, real nginx in front."""
+
+import os
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from loadtest.nginx import find_nginx
+from loadtest.server import REPO_ROOT
+
+
+def test_bench_proxy_reports_both_paths_with_cpu_per_request(tmp_path):
+    if find_nginx() is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("nginx required in CI (scripts/setup installs it)")
+        pytest.skip("nginx is not installed (scripts/setup installs it as root)")
+    report = tmp_path / "bench.json"
+    completed = subprocess.run(
+        [
+            *(sys.executable, "-m", "loadtest.bench_proxy", "--workers", "1", "--rounds", "2"),
+            *("--duration", "1", "--concurrency", "2", "--operations", "get-participant"),
+            *("--json", str(report)),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert "x direct" in completed.stdout
+    lines = {line["path"]: line for line in orjson.loads(report.read_bytes())["lines"]}
+    assert set(lines) == {"direct", "nginx"}
+    for line in lines.values():
+        assert line["errors"] == 0 and len(line["rounds"]) == 2
+        assert line["app_cpu_us_per_request"] > 0
+    assert lines["nginx"]["nginx_cpu_us_per_request"] > 0
