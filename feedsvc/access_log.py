@@ -1,6 +1,8 @@
-"""gunicorn's logger, with access lines written as JSON objects by orjson: valid whatever the path
-holds, and several times cheaper than gunicorn's format-string atoms on every request."""
+"""gunicorn's logger, writing JSON lines: access lines by orjson (valid whatever the path holds,
+and several times cheaper than gunicorn's format-string atoms on every request), error and
+application records through feedsvc.logs, each carrying its request's id."""
 
+import logging
 import os
 import time
 from datetime import timedelta
@@ -9,25 +11,57 @@ from typing import Any
 import orjson
 from gunicorn.glogging import Logger
 
+from feedsvc.logs import JsonFormatter
+
 # The header feedsvc.metrics sets. Not imported from there: this module loads in the gunicorn
 # master, which must not create metric files before on_starting wipes the metrics directory.
 _REQUEST_ID = "x-request-id"
+FIRST_ERROR_STATUS = 400
+# What libraries (SQLAlchemy, kafka-python, elasticsearch) may log; feedsvc's own follow loglevel.
+LIBRARY_LOG_LEVEL = logging.WARNING
 
 
-class JsonAccessLogger(Logger):
-    """The stock gunicorn logger (files, syslog, reopen on USR1); only access lines differ."""
+class JsonLogger(Logger):
+    """The stock gunicorn logger (files, syslog, reopen on USR1), with JSON lines throughout."""
+
+    # FEED_ACCESS_LOG=errors: only requests that failed (4xx, 5xx) or took this long are logged.
+    errors_only = False
+    slow_request_s = 0.0
+
+    @classmethod
+    def errors_and_slow(cls, slow_request_ms: int) -> type["JsonLogger"]:
+        """A subclass for gunicorn's logger_class setting, which takes a class, not an instance."""
+        attributes = {"errors_only": True, "slow_request_s": slow_request_ms / 1000}
+        return type(cls.__name__, (cls,), attributes)
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        # feedsvc's and the libraries' records go where gunicorn's own go, formatted alike.
+        root = logging.getLogger()
+        root.handlers = list(self.error_log.handlers)
+        root.setLevel(LIBRARY_LOG_LEVEL)
+        logging.getLogger("feedsvc").setLevel(self.loglevel)
+
+    def _set_handler(self, log: logging.Logger, output: Any, fmt: Any, stream: Any = None) -> None:
+        if log is self.error_log:
+            fmt = JsonFormatter()
+        super()._set_handler(log, output, fmt, stream)
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
         if not self.access_log_enabled:
             return
         status = resp.status
+        status = int(status.split(None, 1)[0]) if isinstance(status, str) else status
+        duration_s = request_time.total_seconds()
+        if self.errors_only and status < FIRST_ERROR_STATUS and duration_s < self.slow_request_s:
+            return
         line = {
             "ts": round(time.time(), 3),
             "pid": os.getpid(),
             "method": environ.get("REQUEST_METHOD"),
             "path": environ.get("PATH_INFO"),
-            "status": int(status.split(None, 1)[0]) if isinstance(status, str) else status,
-            "duration_ms": round(request_time.total_seconds() * 1000, 3),
+            "status": status,
+            "duration_ms": round(duration_s * 1000, 3),
             "bytes": getattr(resp, "sent", None),
             "request_id": next(
                 (value for name, value in resp.headers if name.lower() == _REQUEST_ID), None

@@ -9,6 +9,7 @@ from sqlalchemy.engine import make_url
 from feedsvc.config import Config, ConfigError
 from feedsvc.database import create_engine, init_db
 from feedsvc.store import Store
+from feedsvc.version import release
 
 PROGRESS_BAR_WIDTH = 40
 DEFAULT_REPORT_MINUTES = 15.0
@@ -119,6 +120,7 @@ ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="feedsvc", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"feedsvc {release()}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, (summary, _run) in COMMANDS.items():
         command = commands.add_parser(name, help=summary, description=summary)

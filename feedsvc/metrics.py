@@ -26,6 +26,9 @@ from prometheus_client import (
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from feedsvc.logs import REQUEST_ID
+from feedsvc.version import release
+
 # Its _count series is the request count by route, method and status: one metric, half the writes.
 REQUESTS = Histogram(
     "feed_http_request_duration_seconds",
@@ -37,6 +40,13 @@ POOL_CHECKED_OUT = Gauge(
     "feed_db_pool_checked_out",
     "Database connections checked out of the workers' pools right now",
     multiprocess_mode="livesum",
+)
+# livemax: a worker's series leaves with it, so after an upgrade's HUP only the new version shows.
+BUILD_INFO = Gauge(
+    "feed_build_info",
+    "Always 1; its version label is the release the workers run",
+    ["version"],
+    multiprocess_mode="livemax",
 )
 WORKER_EXITS = Counter("feed_worker_exits", "Worker processes that exited (restarts follow)")
 
@@ -70,7 +80,10 @@ class RequestMetrics:
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.metrics_started = time.perf_counter()
-        resp.set_header(REQUEST_ID_HEADER, request_id(req.get_header(REQUEST_ID_HEADER)))
+        tag = request_id(req.get_header(REQUEST_ID_HEADER))
+        resp.set_header(REQUEST_ID_HEADER, tag)
+        # Records logged while this request runs carry its id (feedsvc.logs).
+        req.context.request_id_token = REQUEST_ID.set(tag)
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
@@ -82,6 +95,7 @@ class RequestMetrics:
             route = route_label(key[0]) if key[0] is not None else UNMATCHED_ROUTE
             series = self._series[key] = REQUESTS.labels(route, key[1], key[2])
         series.observe(elapsed)
+        REQUEST_ID.reset(req.context.request_id_token)
 
 
 def watch_pool(engine: Engine) -> None:
@@ -90,6 +104,11 @@ def watch_pool(engine: Engine) -> None:
     event.listen(engine, "checkin", lambda *_: POOL_CHECKED_OUT.dec())
     # A connection taken out of the pool for good (database.Reader's SQLite readers) is not in use.
     event.listen(engine, "detach", lambda *_: POOL_CHECKED_OUT.dec())
+
+
+def record_build_info() -> None:
+    """Set in each worker, never in the master, which keeps its old code across a HUP."""
+    BUILD_INFO.labels(release()).set(1)
 
 
 def record_worker_exit(pid: int) -> None:

@@ -8,6 +8,7 @@ import orjson
 from feedsvc.resources.request import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT
 from feedsvc.resources.search import KEYWORDS_MAX_CHARS
 from feedsvc.schema import NAME_MAX_CHARS, STORY_MAX_CHARS, SUBJECT_MAX_CHARS
+from feedsvc.version import release
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -76,7 +77,7 @@ DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
         "title": "feedsvc",
-        "version": "1.0.0",
+        "version": release(),
         "description": (
             "A news feed: participants, symmetric friendships, posts socially broadcast into "
             "every friend's inbound, timelines and keyword search. Wherever a body refers to a participant "
