@@ -7,4 +7,5 @@ pytest_plugins: list[str] = [
     "tests.support.elastic",
     "tests.support.kafka",
     "tests.support.systemd",
+    "tests.support.wheelhouse",
 ]

@@ -35,7 +35,15 @@ from tests.support.systemd import (
 )
 
 MAX_EXPOSURE = 2.0
-SCRIPTS = ("install", "uninstall", "build-venv", "setup")
+SCRIPTS = (
+    "install",
+    "uninstall",
+    "build-venv",
+    "setup",
+    "lock",
+    "build-wheelhouse",
+    "install-wheelhouse",
+)
 FEED_NAMES = re.compile(r"\bFEED_[A-Z_]+\b")
 
 

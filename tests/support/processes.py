@@ -123,10 +123,18 @@ class GunicornServer:
         assert self._process is not None, "server not started"
         return self._process.pid
 
-    def start(self, env: Mapping[str, str], workers: int = 2, app: str | None = None) -> None:
+    def start(
+        self,
+        env: Mapping[str, str],
+        workers: int = 2,
+        app: str | None = None,
+        gunicorn: Path = GUNICORN,
+        cwd: Path = REPO_ROOT,
+    ) -> None:
         """Launch gunicorn as production does; inherited FEED_* variables never leak in.
 
-        `app` replaces the config's wsgi_app (a test-only app such as WORKER_APP).
+        `app` replaces the config's wsgi_app (a test-only app such as WORKER_APP); `gunicorn`
+        and `cwd` run another installation than this checkout's.
         """
         environ = {
             key: value
@@ -141,8 +149,8 @@ class GunicornServer:
         environ["FEED_BIND"] = f"127.0.0.1:{self.port}"
         self._log = self.log_path.open("ab")
         self._process = subprocess.Popen(
-            [str(GUNICORN), "--config", str(GUNICORN_CONFIG), *([app] if app else [])],
-            cwd=REPO_ROOT,
+            [str(gunicorn), "--config", str(GUNICORN_CONFIG), *([app] if app else [])],
+            cwd=cwd,
             env=environ,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
