@@ -16,7 +16,6 @@ from sqlalchemy.engine import URL
 
 from feedsvc import database, migrations, schema, wsgi
 from feedsvc.config import Config
-from feedsvc.search import create_search
 from tests.support.api import befriend, create_participant, publish
 from tests.support.mysql import server_url
 
@@ -51,16 +50,13 @@ def config_for(url: str, tmp_path: Path) -> Config:
 
 
 def init_db_before_migrations(config: Config) -> None:
-    """What `feedsvc init-db` did before this release: the tables and the search structures."""
+    """What `feedsvc init-db` made before this release: the same tables (the revisions make
+    exactly schema.metadata, see below) and search structures, but no alembic_version."""
+    database.init_db(config)
     engine = database.create_engine(config)
     try:
-        with database.writer(engine).begin() as conn:
-            schema.metadata.create_all(conn)
-        search = create_search(config, engine)
-        try:
-            search.create_schema()
-        finally:
-            search.close()
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE alembic_version")
     finally:
         engine.dispose()
 
