@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from falcon.testing import TestClient
 from sqlalchemy.engine import URL
 
@@ -81,9 +82,10 @@ def revisions(config: Config) -> tuple[str | None, str | None]:
     engine = database.create_engine(config)
     try:
         with engine.connect() as conn:
-            return migrations.current_revision(conn), migrations.head_revision()
+            current = MigrationContext.configure(conn).get_current_revision()
     finally:
         engine.dispose()
+    return current, ScriptDirectory.from_config(migrations.scripts_config()).get_current_head()
 
 
 @BACKENDS

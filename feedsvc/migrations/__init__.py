@@ -8,8 +8,6 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
 SCRIPT_LOCATION = Path(__file__).parent
@@ -28,11 +26,3 @@ def upgrade(conn: Connection) -> None:
     config = scripts_config()
     config.attributes["connection"] = conn
     command.upgrade(config, "head")
-
-
-def current_revision(conn: Connection) -> str | None:
-    return MigrationContext.configure(conn).get_current_revision()
-
-
-def head_revision() -> str | None:
-    return ScriptDirectory.from_config(scripts_config()).get_current_head()
