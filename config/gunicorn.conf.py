@@ -74,11 +74,8 @@ accesslog = None if _config.access_log == "off" else "-"
 # Every line JSON. Access lines: time, worker pid, method, path, status, duration_ms, bytes,
 # request_id; with FEED_ACCESS_LOG=errors only 4xx/5xx and those over FEED_SLOW_REQUEST_MS.
 # Error and app records on stderr: time, level, logger, message, request_id, pid, traceback.
-logger_class = (
-    JsonLogger.errors_and_slow(_config.slow_request_ms)
-    if _config.access_log == "errors"
-    else JsonLogger
-)
+logger_class = JsonLogger
+JsonLogger.filter_access(_config.access_log == "errors", _config.slow_request_ms)
 
 # --- Metrics -------------------------------------------------------------------------------
 # Prometheus multiprocess files of all workers, read by /metrics (FEED_METRICS_DIR).

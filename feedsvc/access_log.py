@@ -29,10 +29,11 @@ class JsonLogger(Logger):
     slow_request_s = 0.0
 
     @classmethod
-    def errors_and_slow(cls, slow_request_ms: int) -> type["JsonLogger"]:
-        """A subclass for gunicorn's logger_class setting, which takes a class, not an instance."""
-        attributes = {"errors_only": True, "slow_request_s": slow_request_ms / 1000}
-        return type(cls.__name__, (cls,), attributes)
+    def filter_access(cls, errors_only: bool, slow_request_ms: int) -> None:
+        """Set by the config file each time it runs: gunicorn keeps its logger across a HUP, so
+        only class settings reach the workers a reload forks."""
+        cls.errors_only = errors_only
+        cls.slow_request_s = slow_request_ms / 1000
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
