@@ -9,7 +9,9 @@ import os
 import sys
 from pathlib import Path
 
+from feedsvc.access_log import JsonLogger
 from feedsvc.config import Config, ConfigError
+from feedsvc.version import release
 
 try:
     _config = Config.from_env()
@@ -68,10 +70,14 @@ if _config.control_socket is not None:
 # --- Logging -------------------------------------------------------------------------------
 # Error log verbosity (FEED_LOG_LEVEL).
 loglevel = _config.log_level
-# Access log on stdout, one JSON object per request (the journal keeps stdout under systemd).
-accesslog = "-"
-# Access lines as JSON: time, worker pid, method, path, status, duration_ms, bytes, request_id.
-logger_class = "feedsvc.access_log.JsonAccessLogger"
+# Access log on stdout, one JSON object per request (the journal keeps stdout under systemd);
+# none with FEED_ACCESS_LOG=off.
+accesslog = None if _config.access_log == "off" else "-"
+# Every line JSON. Access lines: time, worker pid, method, path, status, duration_ms, bytes,
+# request_id; with FEED_ACCESS_LOG=errors only 4xx/5xx and those over FEED_SLOW_REQUEST_MS.
+# Error and app records on stderr: time, level, logger, message, request_id, pid, traceback.
+logger_class = JsonLogger
+JsonLogger.filter_access(_config.access_log == "errors", _config.slow_request_ms)
 
 # --- Metrics -------------------------------------------------------------------------------
 # Prometheus multiprocess files of all workers, read by /metrics (FEED_METRICS_DIR); on tmpfs by
@@ -92,7 +98,14 @@ _worker_exits = WorkerExits(_config.metrics_dir)
 
 # --- Server hooks --------------------------------------------------------------------------
 def on_starting(server):
-    """Once, in the master: stale metrics out, the fallback said, the schema, the perf publisher."""
+    """Once, in the master: the release said, stale metrics out, the schema, the perf publisher."""
+    server.log.info(
+        "feedsvc %s starting: %d %s workers, %s database",
+        release(),
+        _config.workers,
+        _config.worker_class,
+        "SQLite" if _config.is_sqlite else "MySQL",
+    )
     metrics_dir = Path(_config.metrics_dir)
     for stale in [
         *metrics_dir.glob("*.db"),

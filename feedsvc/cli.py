@@ -17,6 +17,7 @@ from feedsvc.config import Config, ConfigError
 from feedsvc.database import create_engine, init_db
 from feedsvc.search import create_search, reindex
 from feedsvc.store import Store
+from feedsvc.version import release
 
 if TYPE_CHECKING:  # imported by the command itself: only reindex needs the Elasticsearch client
     from feedsvc.search.elastic import ElasticIndex
@@ -209,6 +210,7 @@ ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="feedsvc", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"feedsvc {release()}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, (summary, _run) in COMMANDS.items():
         command = commands.add_parser(name, help=summary, description=summary)

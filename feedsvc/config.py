@@ -53,6 +53,12 @@ DEFAULT_DB_READ_TIMEOUT_S = 2
 # Above InnoDB's row-lock wait (1 s, see database.py) so a lock wait ends as a retryable error.
 MIN_DB_READ_TIMEOUT_S = 2
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# Access lines: every request, only failed (4xx, 5xx) and slow ones, or none. At thousands of
+# requests a second `all` meets journald's rate limit, which then drops error lines too.
+ACCESS_LOG_MODES = ("all", "errors", "off")
+DEFAULT_ACCESS_LOG = "all"
+# A request taking this long is logged under FEED_ACCESS_LOG=errors even when it succeeded.
+DEFAULT_SLOW_REQUEST_MS = 1000
 # SQLite's PRAGMA synchronous. full: a commit reaches the disk before the client is answered, so
 # an acknowledged write survives a power loss; normal: about 45% more posts per second here, but
 # the last commits before a power loss or kernel crash may be lost (a process crash loses none).
@@ -153,6 +159,8 @@ class Config:
     # gunicorn's control socket (gunicornc); None: no control socket.
     control_socket: Path | None = None
     log_level: str = DEFAULT_LOG_LEVEL
+    access_log: str = DEFAULT_ACCESS_LOG
+    slow_request_ms: int = DEFAULT_SLOW_REQUEST_MS
     # Kept out of the URL and of repr() so it never reaches a unit file, a command line or a log.
     database_password: str | None = field(default=None, repr=False)
     # None: Config.default_db_pool_size, what one worker can use at once.
@@ -263,6 +271,8 @@ class Config:
             ),
             control_socket=control_socket_path(env.text("FEED_CONTROL_SOCKET", ""), environ),
             log_level=env.choice("FEED_LOG_LEVEL", DEFAULT_LOG_LEVEL, LOG_LEVELS),
+            access_log=env.choice("FEED_ACCESS_LOG", DEFAULT_ACCESS_LOG, ACCESS_LOG_MODES),
+            slow_request_ms=env.integer("FEED_SLOW_REQUEST_MS", DEFAULT_SLOW_REQUEST_MS, minimum=1),
             kafka_bootstrap=env.host_ports("FEED_KAFKA_BOOTSTRAP"),
             kafka_perf_topic=env.pattern(
                 "FEED_KAFKA_PERF_TOPIC", DEFAULT_KAFKA_PERF_TOPIC, KAFKA_TOPIC_NAME

@@ -17,8 +17,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql import Executable
 
+from feedsvc import migrations
 from feedsvc.config import Config
-from feedsvc.schema import metadata
 from feedsvc.search import create_search
 
 log = logging.getLogger(__name__)
@@ -243,15 +243,15 @@ def _share_read_connections(engine: Engine, recycle_s: float | None) -> None:
 
 
 def init_db(config: Config) -> None:
-    """Create the schema and the search structures if missing; safe to run again."""
+    """Upgrade the schema to the newest revision, create the search structures if missing;
+    safe to run again, and on a database full of data."""
     if config.is_sqlite:
         config.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(config)
     try:
         # Under SQLite's write lock: two instances starting on one data directory take turns.
         with writer(engine).begin() as conn:
-            metadata.create_all(conn)
-            _create_missing_indexes(conn)
+            migrations.upgrade(conn)
         search = create_search(config, engine)
         try:
             search.create_schema()
@@ -259,17 +259,6 @@ def init_db(config: Config) -> None:
             search.close()
     finally:
         engine.dispose()
-
-
-def _create_missing_indexes(conn: Connection) -> None:
-    """Upgrade tables made by an older version: indexes added since are built, data kept."""
-    inspector = sqlalchemy.inspect(conn)
-    for table in metadata.sorted_tables:
-        existing = {index["name"] for index in inspector.get_indexes(table.name)}
-        for index in table.indexes:
-            if index.name not in existing:
-                log.info("creating missing index %s on %s", index.name, table.name)
-                index.create(conn)
 
 
 class FailFastQueuePool(QueuePool):

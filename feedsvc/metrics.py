@@ -30,7 +30,9 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from feedsvc.access_log import REQUEST_ID_ENVIRON
+from feedsvc.logs import REQUEST_ID
 from feedsvc.metrics_files import worker_exits
+from feedsvc.version import release
 
 # Its _count series is the request count by route, method and status: one metric, half the writes.
 REQUESTS = Histogram(
@@ -44,6 +46,13 @@ POOL_CHECKED_OUT = Gauge(
     # Each serving thread's read connection is its own, outside the pool, and not counted here.
     "Write and outbox-relay database connections checked out of the workers' pools right now",
     multiprocess_mode="livesum",
+)
+# livemax: a worker's series leaves with it, so after an upgrade's HUP only the new version shows.
+BUILD_INFO = Gauge(
+    "feed_build_info",
+    "Always 1; its version label is the release the workers run",
+    ["version"],
+    multiprocess_mode="livemax",
 )
 
 # Any route that matched no resource is counted under one label, so junk URLs cannot add series.
@@ -81,6 +90,8 @@ class RequestMetrics:
         req.context.metrics_started = time.perf_counter()
         tag = req.env[REQUEST_ID_ENVIRON] = request_id(req.get_header(REQUEST_ID_HEADER))
         resp.set_header(REQUEST_ID_HEADER, tag)
+        # Records logged while this request runs carry its id (feedsvc.logs).
+        req.context.request_id_token = REQUEST_ID.set(tag)
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
@@ -93,6 +104,7 @@ class RequestMetrics:
             route = route_label(key[0]) if key[0] is not None else UNMATCHED_ROUTE
             series = self._series[key] = REQUESTS.labels(route, method, key[2])
         series.observe(elapsed)
+        REQUEST_ID.reset(req.context.request_id_token)
 
 
 def watch_pool(engine: Engine) -> None:
@@ -113,6 +125,11 @@ class WorkerExitsCollector(Collector):
             "Worker processes that exited (restarts follow)",
             value=worker_exits(self._metrics_dir),
         )
+
+
+def record_build_info() -> None:
+    """Set in each worker, never in the master, which keeps its old code across a HUP."""
+    BUILD_INFO.labels(release()).set(1)
 
 
 def exposition() -> tuple[bytes, str]:

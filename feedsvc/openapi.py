@@ -21,6 +21,7 @@ from feedsvc.schema import (
     STORY_MAX_CHARS,
     SUBJECT_MAX_CHARS,
 )
+from feedsvc.version import release
 
 # The characters Python's str.strip() removes (str.isspace), as a regex class: the validation
 # trims names and tests keywords with them, so the patterns below say exactly what it accepts.
@@ -130,7 +131,7 @@ DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
         "title": "feedsvc",
-        "version": "1.0.0",
+        "version": release(),
         "description": (
             "A news feed: participants, symmetric friendships, posts socially broadcast into "
             "every friend's inbound, timelines and keyword search. Wherever a body refers to a participant "

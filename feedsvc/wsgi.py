@@ -24,6 +24,7 @@ class Service:
 
 
 def build_service(config: Config) -> Service:
+    metrics.record_build_info()
     engine = create_engine(config)
     metrics.watch_pool(engine)
     search = create_search(config, engine)

@@ -27,7 +27,7 @@ STOP_TIMEOUT_SECONDS = 30.0
 
 _LISTENING = re.compile(r"Listening at: http://([\d.]+):(\d+)")
 _BOOTED = re.compile(r"Booting worker with pid")
-_WORKER_CLASS = re.compile(r"Using worker: (\S+)")
+_WORKER_CLASS = re.compile(r"Using worker: ([\w.]+)")
 
 
 def backend_label(database_url: str | None) -> str:

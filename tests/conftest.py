@@ -8,4 +8,5 @@ pytest_plugins: list[str] = [
     "tests.support.kafka",
     "tests.support.systemd",
     "tests.support.tmpfs",
+    "tests.support.wheelhouse",
 ]

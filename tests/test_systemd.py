@@ -36,7 +36,17 @@ from tests.support.systemd import (
 )
 
 MAX_EXPOSURE = 2.0
-SCRIPTS = ("install", "uninstall", "build-venv", "build-meinheld", "setup", "ensure-mariadb")
+SCRIPTS = (
+    "install",
+    "uninstall",
+    "build-venv",
+    "build-meinheld",
+    "setup",
+    "ensure-mariadb",
+    "lock",
+    "build-wheelhouse",
+    "install-wheelhouse",
+)
 FEED_NAMES = re.compile(r"\bFEED_[A-Z_]+\b")
 
 

@@ -140,11 +140,14 @@ class GunicornServer:
         workers: int = 2,
         app: str | None = None,
         fd_limit: int | None = None,
+        gunicorn: Path = GUNICORN,
+        cwd: Path = REPO_ROOT,
     ) -> None:
         """Launch gunicorn as production does; inherited FEED_* variables never leak in.
 
         `app` replaces the config's wsgi_app (a test-only app such as WORKER_APP); `fd_limit` is
-        the processes' RLIMIT_NOFILE, as systemd's LimitNOFILE= would set it.
+        the processes' RLIMIT_NOFILE, as systemd's LimitNOFILE= would set it; `gunicorn` and
+        `cwd` run another installation than this checkout's.
         """
         environ = {
             key: value
@@ -159,8 +162,8 @@ class GunicornServer:
         environ["FEED_BIND"] = f"127.0.0.1:{self.port}"
         self._log = self.log_path.open("ab")
         self._process = subprocess.Popen(
-            [str(GUNICORN), "--config", str(GUNICORN_CONFIG), *([app] if app else [])],
-            cwd=REPO_ROOT,
+            [str(gunicorn), "--config", str(GUNICORN_CONFIG), *([app] if app else [])],
+            cwd=cwd,
             env=environ,
             stdin=subprocess.DEVNULL,
             stdout=self._log,

@@ -161,6 +161,27 @@ class BootedContainer:
             pytest.fail(f"{command!r} exited {result.returncode}:\n{result.stdout}{result.stderr}")
         return result
 
+    def copy_in(self, source: Path, target: str) -> None:
+        """A host directory into the container at `target` (the host's /tmp is hidden there)."""
+        packed = subprocess.run(
+            ["tar", "-c", "-C", str(source), "."], capture_output=True, check=True
+        ).stdout
+        subprocess.run(
+            [
+                "nsenter",
+                "--target",
+                str(self._init_pid()),
+                "--all",
+                "bash",
+                "-c",
+                f"mkdir -p {shlex.quote(target)} && tar -x -C {shlex.quote(target)}",
+            ],
+            input=packed,
+            capture_output=True,
+            check=True,
+            timeout=CONTAINER_COMMAND_DEADLINE_SECONDS,
+        )
+
     def shutdown(self) -> None:
         if self._nspawn is not None and self._nspawn.poll() is None:
             self._nspawn.terminate()
