@@ -1,4 +1,7 @@
-"""Idempotency-Key responses, stored with the write they answer (feedsvc/idempotency.py)."""
+"""Idempotency-Key responses, stored with the write they answer (feedsvc/idempotency.py).
+
+Idempotent like 0001: a database whose tables were made before it was stamped keeps its table.
+"""
 
 import sqlalchemy as sa
 from alembic import op
@@ -14,6 +17,8 @@ PAYLOAD = sa.LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
 
 
 def upgrade() -> None:
+    if "idempotency_key" in sa.inspect(op.get_bind()).get_table_names():
+        return
     op.create_table(
         "idempotency_key",
         sa.Column("key", sa.String(255), primary_key=True),
