@@ -61,6 +61,10 @@ def wait_for(condition, what: str, deadline: float = DEADLINE_SECONDS) -> None:
         time.sleep(0.1)
 
 
+def wait_for_successor(server: GunicornServer, killed: int) -> None:
+    wait_for(lambda: server.publisher_pids() not in ([], [killed]), "a restarted publisher")
+
+
 class Api:
     """API requests of known kinds against one server, tallied by (entity, operation)."""
 
@@ -211,9 +215,7 @@ def test_a_killed_publisher_is_restarted_and_the_records_meanwhile_are_published
     os.kill(killed, signal.SIGKILL)
     # Served while no publisher runs: the records wait in the channel for the next one.
     api.batch(20)
-    wait_for(
-        lambda: gunicorn_server.publisher_pids() not in ([], [killed]), "a restarted publisher"
-    )
+    wait_for_successor(gunicorn_server, killed)
     api.batch(20)
 
     every_request_published(gunicorn_server, running_kafka, perf_topic, api)
@@ -234,9 +236,7 @@ def test_a_publisher_killed_holding_records_is_counted_and_the_master_writes_no_
     [killed] = gunicorn_server.publisher_pids()
 
     os.kill(killed, signal.SIGKILL)
-    wait_for(
-        lambda: gunicorn_server.publisher_pids() not in ([], [killed]), "a restarted publisher"
-    )
+    wait_for_successor(gunicorn_server, killed)
     api.batch(10)
 
     def all_published_or_dropped() -> bool:
