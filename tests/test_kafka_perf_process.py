@@ -35,6 +35,8 @@ PUBLISHER_STOP_SECONDS = 7.0
 def start(server: GunicornServer, broker: TansuBroker, topic: str, **extra: str) -> None:
     server.start(
         {
+            # Where the tests read the files the service left (the default is on tmpfs).
+            "FEED_METRICS_DIR": str(metrics_dir_of(server)),
             "FEED_KAFKA_BOOTSTRAP": broker.bootstrap,
             "FEED_KAFKA_PERF_TOPIC": topic,
             "FEED_KAFKA_EVENTS_TOPIC": f"{topic}.events",
@@ -47,12 +49,20 @@ def start(server: GunicornServer, broker: TansuBroker, topic: str, **extra: str)
     wait_for(lambda: len(server.publisher_pids()) == 1, "a perf publisher beside the workers")
 
 
+def metrics_dir_of(server: GunicornServer) -> Path:
+    return server.data_dir / "metrics"
+
+
 def wait_for(condition, what: str, deadline: float = DEADLINE_SECONDS) -> None:
     give_up = time.monotonic() + deadline
     while not condition():
         if time.monotonic() > give_up:
             pytest.fail(f"still waiting for {what} after {deadline} s")
         time.sleep(0.1)
+
+
+def wait_for_successor(server: GunicornServer, killed: int) -> None:
+    wait_for(lambda: server.publisher_pids() not in ([], [killed]), "a restarted publisher")
 
 
 class Api:
@@ -188,7 +198,7 @@ def test_broker_down_requests_are_served_and_every_record_is_counted_as_dropped(
     assert time.monotonic() - started < GRACEFUL_TIMEOUT_SECONDS + PUBLISHER_STOP_SECONDS
     assert not Path(f"/proc/{publisher}").exists()
     # What the publisher held when it stopped is counted too: nothing is unaccounted for.
-    published, dropped, queued = perf_counts(metrics_left_in(gunicorn_server.data_dir / "metrics"))
+    published, dropped, queued = perf_counts(metrics_left_in(metrics_dir_of(gunicorn_server)))
     assert (published, queued) == (0, 0)
     assert sum(dropped.values()) == api.total, dropped
 
@@ -205,12 +215,38 @@ def test_a_killed_publisher_is_restarted_and_the_records_meanwhile_are_published
     os.kill(killed, signal.SIGKILL)
     # Served while no publisher runs: the records wait in the channel for the next one.
     api.batch(20)
-    wait_for(
-        lambda: gunicorn_server.publisher_pids() not in ([], [killed]), "a restarted publisher"
-    )
+    wait_for_successor(gunicorn_server, killed)
     api.batch(20)
 
     every_request_published(gunicorn_server, running_kafka, perf_topic, api)
+    assert gunicorn_server.stop() == 0
+
+
+def test_a_publisher_killed_holding_records_is_counted_and_the_master_writes_no_metrics(
+    running_kafka: TansuBroker, gunicorn_server: GunicornServer, perf_topic: str
+) -> None:
+    start(gunicorn_server, running_kafka, perf_topic)
+    api = Api(gunicorn_server)
+    api.batch(10)
+    wait_for(lambda: published_all(gunicorn_server, api.total), "the first records published")
+    # The broker known and gone: the publisher holds what it reads, waiting for acknowledgements.
+    running_kafka.stop()
+    api.batch(20)
+    wait_for(lambda: perf_counts(metrics(gunicorn_server))[2] > 0, "records held by the publisher")
+    [killed] = gunicorn_server.publisher_pids()
+
+    os.kill(killed, signal.SIGKILL)
+    wait_for_successor(gunicorn_server, killed)
+    api.batch(10)
+
+    def all_published_or_dropped() -> bool:
+        published, dropped, queued = perf_counts(metrics(gunicorn_server))
+        return queued == 0 and published + sum(dropped.values()) == api.total
+
+    wait_for(all_published_or_dropped, "published + dropped == requests")
+    assert perf_counts(metrics(gunicorn_server))[1]["publisher_exit"] > 0
+    # A full metrics filesystem must never kill the master: it maps no metrics file of its own.
+    assert sorted(metrics_dir_of(gunicorn_server).glob(f"*_{gunicorn_server.pid}.db")) == []
     assert gunicorn_server.stop() == 0
 
 
@@ -254,7 +290,7 @@ def test_term_publishes_what_the_workers_left_and_stops_the_publisher(
     assert gunicorn_server.stop(GRACEFUL_TIMEOUT_SECONDS + PUBLISHER_STOP_SECONDS) == 0
     assert not Path(f"/proc/{publisher}").exists()
     assert len(running_kafka.read_topic(perf_topic, at_least=api.total)) == api.total
-    published, dropped, _queued = perf_counts(metrics_left_in(gunicorn_server.data_dir / "metrics"))
+    published, dropped, _queued = perf_counts(metrics_left_in(metrics_dir_of(gunicorn_server)))
     assert published == api.total
     assert sum(dropped.values()) == 0
 

@@ -4,14 +4,13 @@ The gunicorn master creates it before it forks (config/gunicorn.conf.py), so eve
 inherits the sending end and the publisher process the receiving one. The master keeps both
 ends open: records wait in the kernel while the publisher restarts, and the publisher sees the
 end of the stream only when the master and every worker have closed the sending end.
-No Kafka code here: the master and the workers import this module, only the publisher needs Kafka.
+No Kafka code and no metric here: the master and the workers import this module, only the
+publisher needs Kafka, and the master must map no metrics file (feedsvc.metrics_files).
 """
 
 import os
 import socket
 import struct
-
-from prometheus_client import Counter, Gauge
 
 # worker pid, request start (epoch seconds), duration (seconds), index into ROUTES
 RECORD = struct.Struct("<IddB")
@@ -33,21 +32,8 @@ SEND_BUFFER_BYTES = 4 * 1024 * 1024
 # little longer before it kills it.
 PUBLISHER_FLUSH_SECONDS = 5.0
 
-PUBLISHED = Counter("feed_perf_records_published", "Perf records acknowledged by Kafka")
-DROPPED = Counter(
-    "feed_perf_records_dropped",
-    "Perf records dropped: channel_full, channel_closed (by a worker); backlog, send_failed,"
-    " publisher_exit (by the publisher or, for one that died, the master)",
-    ["reason"],
-)
-# The publisher's records not yet acknowledged by Kafka; the master counts those of a
-# publisher that died as dropped, so it is kept current record by record.
+# The gauge of the records a publisher holds (perf_metrics); the master reads a dead one's.
 QUEUED_METRIC = "feed_perf_records_queued"
-QUEUED = Gauge(
-    QUEUED_METRIC,
-    "Perf records the publisher holds, not yet acknowledged by Kafka",
-    multiprocess_mode="livesum",
-)
 
 
 class PerfChannel:
@@ -64,6 +50,9 @@ class ChannelSink:
     """The worker's side: one non-blocking send per request, or a counted drop."""
 
     def __init__(self, sender: socket.socket) -> None:
+        # Imported here, in a worker: the master imports this module and must create no metric.
+        from feedsvc.kafka.perf_metrics import DROPPED
+
         self._send = sender.send
         self._pack = RECORD.pack
         self._pid = os.getpid()

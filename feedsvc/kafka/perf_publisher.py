@@ -1,11 +1,12 @@
 """The host's perf publisher: one process, fed by every worker over the perf channel.
 
-`python -m feedsvc.kafka.perf_publisher FD`, started and restarted by the gunicorn master
-(feedsvc.kafka.perf_supervisor) with the channel's receiving end as descriptor FD. One thread
-takes what the channel holds in one go, formats each record and hands it to kafka-python, whose
-own thread batches and sends them; the kernel's socket buffer is the only queue. Stops on TERM
-or INT (stop reading, flush for at most PUBLISHER_FLUSH_SECONDS) and when the channel ends (the
-master and all workers are gone).
+`python -m feedsvc.kafka.perf_publisher FD HELD`, started and restarted by the gunicorn master
+(feedsvc.kafka.perf_supervisor) with the channel's receiving end as descriptor FD; HELD records
+were held by predecessors that died, and are counted here as dropped (the master counts none).
+One thread takes what the channel holds in one go, formats each record and hands it to
+kafka-python, whose own thread batches and sends them; the kernel's socket buffer is the only
+queue. Stops on TERM or INT (stop reading, flush for at most PUBLISHER_FLUSH_SECONDS) and when
+the channel ends (the master and all workers are gone).
 """
 
 import logging
@@ -24,14 +25,8 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 from prometheus_client import Counter
 
 from feedsvc.config import Config, ConfigError
-from feedsvc.kafka.perf_channel import (
-    DROPPED,
-    PUBLISHED,
-    PUBLISHER_FLUSH_SECONDS,
-    QUEUED,
-    RECORD,
-    ROUTES,
-)
+from feedsvc.kafka.perf_channel import PUBLISHER_FLUSH_SECONDS, RECORD, ROUTES
+from feedsvc.kafka.perf_metrics import DROPPED, PUBLISHED, QUEUED
 from feedsvc.kafka.perf_records import perf_line
 from feedsvc.kafka.producers import close_quietly, create_producer
 
@@ -213,6 +208,9 @@ def main(argv: Sequence[str] = sys.argv[1:]) -> int:
         format=f"[%(asctime)s] [{os.getpid()}] [%(levelname)s] perf publisher: %(message)s",
     )
     receiver = socket.socket(fileno=int(argv[0]))
+    held_by_predecessors = int(argv[1])
+    if held_by_predecessors:
+        DROPPED.labels("publisher_exit").inc(held_by_predecessors)
     publisher = PerfPublisher(receiver, config.kafka_bootstrap, config.kafka_perf_topic)
 
     def stop(_signum: int, _frame: FrameType | None) -> None:

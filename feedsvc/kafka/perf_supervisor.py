@@ -4,8 +4,9 @@ config/gunicorn.conf.py calls start() in on_starting (before any worker is forke
 worker inherits the channel), replace() on HUP (the new publisher starts reading before the old
 one stops, so no record waits) and stop() on exit (after the workers are gone). A thread in the
 master checks the publisher twice a second and restarts it with a growing delay when it dies;
-the records a dead publisher held are counted as dropped (reason publisher_exit) from its
-last queue depth. No Kafka code runs in the master.
+the records a dead publisher held (its last queue depth) are handed to the next one started,
+which counts them as dropped (reason publisher_exit). No Kafka code runs in the master, and it
+creates no metric: a metrics file of its own could kill it (SIGBUS) on a full filesystem.
 """
 
 import os
@@ -19,7 +20,6 @@ from typing import Protocol
 from prometheus_client import multiprocess
 
 from feedsvc.kafka.perf_channel import (
-    DROPPED,
     PUBLISHER_FLUSH_SECONDS,
     QUEUED_METRIC,
     PerfChannel,
@@ -55,6 +55,8 @@ class PublisherSupervisor:
         self._retiring: list[tuple[subprocess.Popen[bytes], float]] = []
         self._restart_delay = FIRST_RESTART_DELAY_SECONDS
         self._restart_at = 0.0
+        # Gone publishers that held records: their gauges count them until a successor takes over.
+        self._gone_holding: list[int] = []
         self._stopping = threading.Event()
         self._monitor = threading.Thread(target=self._watch, name="perf-supervisor", daemon=True)
 
@@ -99,10 +101,15 @@ class PublisherSupervisor:
             self._account_exit(process)
 
     def _spawn(self) -> subprocess.Popen[bytes]:
+        """A publisher that counts the records its dead predecessors held as dropped."""
+        held = round(sum(queued_by(pid) for pid in self._gone_holding))
+        for pid in self._gone_holding:
+            multiprocess.mark_process_dead(pid)
+        self._gone_holding = []
         receiver = self._channel.receiver.fileno()
         environ = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
         process = subprocess.Popen(
-            [sys.executable, "-m", "feedsvc.kafka.perf_publisher", str(receiver)],
+            [sys.executable, "-m", "feedsvc.kafka.perf_publisher", str(receiver), str(held)],
             pass_fds=(receiver,),
             env=environ,
             stdin=subprocess.DEVNULL,
@@ -141,11 +148,11 @@ class PublisherSupervisor:
             self._current = self._spawn()
 
     def _account_exit(self, process: subprocess.Popen[bytes]) -> None:
-        """The records a gone publisher still held are dropped; its live gauge leaves /metrics."""
-        held = queued_by(process.pid)
-        if held > 0:
-            DROPPED.labels("publisher_exit").inc(held)
-        multiprocess.mark_process_dead(process.pid)
+        """Its live gauge leaves /metrics, unless it held records: they await the next publisher."""
+        if queued_by(process.pid) > 0:
+            self._gone_holding.append(process.pid)
+        else:
+            multiprocess.mark_process_dead(process.pid)
 
 
 def queued_by(pid: int) -> float:
