@@ -63,10 +63,9 @@ def test_a_post_is_queued_in_its_transaction_and_indexed_by_delivery(sqlite_conf
     engine = database.create_engine(sqlite_config)
     search = EmbeddedSearch(engine, sqlite_config.sqlite_synchronous)
     try:
-        store = Store(engine)
-        feed = Feed(store, search)
-        keen = store.create_participant("Keen")
-        casual = store.create_participant("Casual")
+        feed = Feed(Store(engine), search)
+        keen = feed.create_participant("Keen")
+        casual = feed.create_participant("Casual")
         feed.social_broadcast(keen.id, "Fruit", "apple apple apple")
         feed.social_broadcast(casual.id, "Market", "apple banana cherry grape")
 
@@ -92,9 +91,8 @@ def posts(config: Config, count: int) -> int:
     engine = database.create_engine(config)
     search = EmbeddedSearch(engine, config.sqlite_synchronous)
     try:
-        store = Store(engine)
-        sender = store.create_participant("Prolific")
-        feed = Feed(store, search)
+        feed = Feed(Store(engine), search)
+        sender = feed.create_participant("Prolific")
         for number in range(count):
             feed.social_broadcast(sender.id, "s", f"story number{number}")
         return sender.id
