@@ -10,13 +10,13 @@ from feedsvc.resources.representation import CURSOR_PATTERN
 from feedsvc.resources.request import (
     DEFAULT_LIMIT,
     IDEMPOTENCY_KEY_HEADER,
+    IDEMPOTENCY_KEY_PATTERN,
     LINK_PATTERN,
     MAX_ID,
     MAX_LIMIT,
 )
 from feedsvc.resources.search import KEYWORDS_MAX_CHARS
 from feedsvc.schema import (
-    IDEMPOTENCY_KEY_MAX_CHARS,
     NAME_MAX_CHARS,
     STORY_MAX_CHARS,
     SUBJECT_MAX_CHARS,
@@ -103,7 +103,7 @@ _IDEMPOTENCY_KEY = {
         f" (marked `{REPLAYED_HEADER}: true`) and writes nothing; the same key with another"
         " request is 422."
     ),
-    "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX_CHARS + 2},
+    "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
     "example": '"8e03978e-40d5-43e8-bc93-6894a57f9324"',
 }
 _REPLAYED = {

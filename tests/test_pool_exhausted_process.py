@@ -1,4 +1,7 @@
-"""gthread with its pool exhausted: every queued request gets its 503 within one pool timeout."""
+"""gthread with its pool exhausted: every queued write gets its 503 within one pool timeout.
+
+Reads have a connection per thread outside the pool (feedsvc.database.Reader); writes share it.
+"""
 
 import concurrent.futures
 import threading
@@ -50,16 +53,18 @@ def test_queued_requests_get_their_503_within_the_pool_timeout(gunicorn_server, 
 
     engine = sa.create_engine(mariadb_url, poolclass=sa.NullPool)
     database = sa.engine.make_url(mariadb_url).database
-    holder = threading.Thread(target=lambda: gunicorn_server.request("GET", "/participant/1"))
+    holder = threading.Thread(
+        target=lambda: gunicorn_server.request("POST", "/participant", {"name": "Bob"})
+    )
     try:
         with engine.connect() as locker:
             locker.exec_driver_sql("LOCK TABLES participant WRITE")
-            holder.start()  # takes the pool's only connection and waits for the lock
+            holder.start()  # a write: takes the pool's only connection and waits for the lock
             wait_for_table_lock_wait(engine, database)
 
             def timed_request(_: int) -> tuple[int, float]:
                 started = time.monotonic()
-                response = request(gunicorn_server.port, "GET", "/participant/1")
+                response = request(gunicorn_server.port, "POST", "/participant", {"name": "Cy"})
                 return response.status, time.monotonic() - started
 
             with concurrent.futures.ThreadPoolExecutor(QUEUED_REQUESTS) as clients:

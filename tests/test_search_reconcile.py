@@ -66,13 +66,16 @@ def test_workers_send_again_what_the_index_lost_and_count_it(
 
 
 def test_reindex_since_sends_only_the_missing_posts_of_the_period(
-    elastic_config, elastic_client, indexed_client
+    elastic_config, elastic_client, elastic_indexed_client
 ):
-    sender = indexed_client.simulate_post("/participant", json={"name": "Ada"}).json
+    sender = elastic_indexed_client.simulate_post("/participant", json={"name": "Ada"}).json
     for number in range(POSTS):
         body = {"subject": "s", "story": f"word{number}"}
         assert (
-            indexed_client.simulate_post(f"{sender['link']}/outbound", json=body).status_code == 200
+            elastic_indexed_client.simulate_post(
+                f"{sender['link']}/outbound", json=body
+            ).status_code
+            == 200
         )
     engine = database.create_engine(elastic_config)
     try:

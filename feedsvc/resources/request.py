@@ -21,10 +21,12 @@ MAX_LIMIT = 1000
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 # An sf-string as the IETF draft asks ("..."), or the bare token many clients send: printable
 # ASCII without quotes or backslashes, so a key needs no unescaping and is safe in a log.
-_IDEMPOTENCY_KEY = re.compile(
-    rf'"([\x20\x21\x23-\x5b\x5d-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_CHARS}}})"'
-    rf"|([\x21\x23-\x5b\x5d-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_CHARS}}})"
+# Stated as is in /openapi.json.
+IDEMPOTENCY_KEY_PATTERN = (
+    rf'^(?:"([\x20\x21\x23-\x5b\x5d-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_CHARS}}})"'
+    rf"|([\x21\x23-\x5b\x5d-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_CHARS}}}))$"
 )
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 def decimal_pattern(maximum: int) -> str:
@@ -142,7 +144,7 @@ def idempotent_write(
     header = req.get_header(IDEMPOTENCY_KEY_HEADER)
     if header is None:
         return None
-    key = _IDEMPOTENCY_KEY.fullmatch(header.strip())
+    key = _IDEMPOTENCY_KEY.match(header.strip())
     if key is None:
         raise falcon.HTTPBadRequest(
             title="Invalid header",
