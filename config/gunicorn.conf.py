@@ -9,9 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-from feedsvc.access_log import JsonLogger
-from feedsvc.config import Config, ConfigError
-from feedsvc.version import release
+from feedsvc.core.config import Config, ConfigError
+from feedsvc.core.version import release
+from feedsvc.server.access_log import JsonLogger
 
 try:
     _config = Config.from_env()
@@ -20,7 +20,7 @@ except ConfigError as error:
 
 # --- The app -------------------------------------------------------------------------------
 # A factory call, so the app and its pools are built in each worker, after fork (no preload).
-wsgi_app = "feedsvc.wsgi:get_app()"
+wsgi_app = "feedsvc.compose.wsgi:get_app()"
 
 # --- Server socket -------------------------------------------------------------------------
 # Address to listen on (FEED_BIND).
@@ -31,10 +31,10 @@ backlog = _config.backlog
 # --- Worker processes ----------------------------------------------------------------------
 # How many processes serve requests: the capacity knob (FEED_WORKERS).
 workers = _config.workers
-# meinheld or gthread (fixed subclasses in feedsvc/workers/), or sync (FEED_WORKER_CLASS).
+# meinheld or gthread (fixed subclasses in feedsvc/server/workers/), or sync (FEED_WORKER_CLASS).
 worker_class = {
-    "meinheld": "feedsvc.workers.meinheld_worker.MeinheldWorker",
-    "gthread": "feedsvc.workers.gthread_worker.ThreadWorker",
+    "meinheld": "feedsvc.server.workers.meinheld_worker.MeinheldWorker",
+    "gthread": "feedsvc.server.workers.gthread_worker.ThreadWorker",
     "sync": "sync",
 }[_config.worker_class]
 # Requests a gthread worker serves at once; 1 for the others (FEED_THREADS).
@@ -87,7 +87,7 @@ if _config.metrics_dir.stat().st_uid != os.getuid():
     sys.exit(f"feedsvc: FEED_METRICS_DIR {_config.metrics_dir} belongs to another user")
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_config.metrics_dir)
 # Imported only now: it imports prometheus_client, whose storage follows the variable above.
-from feedsvc.metrics_files import (  # noqa: E402
+from feedsvc.adapters.metrics_files import (  # noqa: E402
     WORKER_EXITS_FILE,
     WorkerExits,
     make_metric_writes_safe,
@@ -120,12 +120,12 @@ def on_starting(server):
     if _config.is_sqlite:
         # Imported here, after PROMETHEUS_MULTIPROC_DIR is set. init_db disposes its engine,
         # so the master holds no database connection when it forks.
-        from feedsvc.database import init_db
+        from feedsvc.compose.schema import init_db
 
         init_db(_config)
     if _config.publishes_perf_records:
         # Before any worker is forked: each inherits the channel to the publisher.
-        from feedsvc.kafka import perf_supervisor
+        from feedsvc.adapters.kafka import perf_supervisor
 
         perf_supervisor.start(server.log)
 
@@ -133,7 +133,7 @@ def on_starting(server):
 def on_reload(server):
     """HUP: the perf publisher is replaced too, so it runs the new code (no record waits)."""
     if _config.publishes_perf_records:
-        from feedsvc.kafka import perf_supervisor
+        from feedsvc.adapters.kafka import perf_supervisor
 
         perf_supervisor.replace()
 
@@ -141,7 +141,7 @@ def on_reload(server):
 def on_exit(server):
     """After the workers stopped: the publisher sends what they left, within a bounded time."""
     if _config.publishes_perf_records:
-        from feedsvc.kafka import perf_supervisor
+        from feedsvc.adapters.kafka import perf_supervisor
 
         perf_supervisor.stop()
 

@@ -1,5 +1,5 @@
 """`python -m feedsvc` is the `feedsvc` command."""
 
-from feedsvc.cli import main
+from feedsvc.compose.cli import main
 
 main()

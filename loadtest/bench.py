@@ -22,14 +22,14 @@ from pathlib import Path
 
 import orjson
 
-from feedsvc.config import default_workers
+from feedsvc.core.config import default_workers
 from loadtest.delayproxy import DelayProxy
 from loadtest.generator import LoadPlan, LoadResult, ProgressLine, run_load
+from loadtest.harness.gunicorn import HELLO_APP, GunicornServer, ServerError, backend_label
 from loadtest.machine import describe_machine, machine_line
 from loadtest.remote import parse_rtts, remote_links
 from loadtest.report import cpu_share, format_table
 from loadtest.scenarios import MODES, MODES_NEEDING_WORLD, SINGLE_OPERATION_MODES, World
-from loadtest.server import HELLO_APP, GunicornServer, ServerError, backend_label
 from loadtest.world import SeedError, seed_world
 
 CEILING = "hello"
@@ -163,7 +163,7 @@ def boot_pairs(args: argparse.Namespace, stack: contextlib.ExitStack) -> list[Pa
     for class_number, worker_class in enumerate(worker_classes or [""]):
         class_env = {"FEED_WORKER_CLASS": worker_class} if worker_class else {}
         if CEILING in modes:
-            hello = stack.enter_context(GunicornServer(args.workers, HELLO_APP, class_env))
+            hello = stack.enter_context(GunicornServer().serve(class_env, args.workers, HELLO_APP))
             label = worker_class or short_class(hello.worker_class)
             pairs.append(Pair(label, "-", CEILING, hello, World()))
         for backend in chosen:
@@ -171,7 +171,7 @@ def boot_pairs(args: argparse.Namespace, stack: contextlib.ExitStack) -> list[Pa
             if backend.fresh_database is not None:
                 database_url = backend.fresh_database(f"bench_{class_number}")
             env = {**class_env, **({"FEED_DATABASE_URL": database_url} if database_url else {})}
-            feed = stack.enter_context(GunicornServer(args.workers, env=env))
+            feed = stack.enter_context(GunicornServer().serve(env, args.workers))
             label = worker_class or short_class(feed.worker_class)
             feed_modes = [mode for mode in modes if mode != CEILING]
             world = World()

@@ -9,37 +9,21 @@ restarts it and times the backlog drain. Everything runs in a temporary director
 from __future__ import annotations
 
 import argparse
-import http.client
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-import orjson
-from sqlalchemy import func, select
-
-from feedsvc import database
-from feedsvc.config import Config
-from feedsvc.schema import outbox
-from feedsvc.search.elastic import SINK_NAME, ElasticIndex, create_client
+from feedsvc.adapters import outbox
+from feedsvc.adapters.search.elastic import SINK_NAME, ElasticIndex, create_client
+from feedsvc.core.config import Config
+from feedsvc.db import engines
+from loadtest.harness.elastic import ElasticServer
+from loadtest.harness.gunicorn import GunicornServer, request
 from loadtest.report import format_table, percentile
-from loadtest.server import GunicornServer
-from tests.support.elastic import ElasticServer
 
 DRAIN_TIMEOUT_SECONDS = 600.0
 SAMPLE_SECONDS = 0.01
-
-
-def request(port: int, method: str, path: str, body: object | None = None) -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        payload = orjson.dumps(body) if body is not None else None
-        connection.request(method, path, body=payload, headers=headers)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
 
 
 def post_many(port: int, sender_link: str, count: int, tag: str) -> list[float]:
@@ -48,19 +32,17 @@ def post_many(port: int, sender_link: str, count: int, tag: str) -> list[float]:
     for number in range(count):
         body = {"subject": tag, "story": f"{tag} story {number} about the outbox"}
         started = time.perf_counter()
-        status, text = request(port, "POST", f"{sender_link}/outbound", body)
+        response = request(port, "POST", f"{sender_link}/outbound", body)
         latencies.append((time.perf_counter() - started) * 1000)
-        if status != 200:
-            raise SystemExit(f"post answered {status}: {text[:200]!r}")
+        if response.status != 200:
+            raise SystemExit(f"post answered {response.status}: {response.body[:200]!r}")
     return sorted(latencies)
 
 
 def backlog(config: Config, sink: str = SINK_NAME) -> int:
-    engine = database.create_engine(config)
+    engine = engines.create_engine(config)
     try:
-        with engine.connect() as conn:
-            query = select(func.count()).select_from(outbox).where(outbox.c.sink == sink)
-            return conn.execute(query).scalar_one()
+        return outbox.backlog(engine, sink)
     finally:
         engine.dispose()
 
@@ -109,11 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         "FEED_SEARCH_INDEX": "feed-bench",
     }
     config = Config.from_env(env)
-    server = GunicornServer(args.workers, env=env)
+    server = GunicornServer()
     try:
-        server.start()
-        _status, body = request(server.port, "POST", "/participant", {"name": "Bench"})
-        sender_link = orjson.loads(body)["link"]
+        server.serve(env, args.workers)
+        sender_link = request(server.port, "POST", "/participant", {"name": "Bench"}).json["link"]
         up = post_many(server.port, sender_link, args.posts, "up")
         # The emulator can acknowledge a bulk after SIGINT and then not persist it: stop it idle.
         wait_drained(config)

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import orjson
 
-from feedsvc.config import default_workers
+from feedsvc.core.config import default_workers
 from loadtest.generator import LoadPlan, LoadResult, ProgressLine, run_load
+from loadtest.harness.gunicorn import GunicornServer, ServerError
+from loadtest.harness.nginx import NginxServer
 from loadtest.machine import describe_machine, machine_line
-from loadtest.nginx import NginxServer
 from loadtest.report import format_table
 from loadtest.scenarios import MODES, MODES_NEEDING_WORLD, World
-from loadtest.server import GunicornServer, ServerError
 from loadtest.world import seed_world
 
 DEFAULT_OPERATIONS = ("get-participant", "read-heavy")
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [Line(mode, path) for mode in modes for path in PATHS]
     try:
         with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as directory:
-            app = stack.enter_context(GunicornServer(args.workers))
+            app = stack.enter_context(GunicornServer().serve({}, args.workers))
             proxy = NginxServer(Path(directory), f"{app.host}:{app.port}", 1024)
             proxy.start({})
             stack.callback(proxy.stop)

@@ -23,12 +23,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from feedsvc.config import default_workers
+from feedsvc.core.config import default_workers
 from loadtest.generator import LoadPlan, run_load
+from loadtest.harness.gunicorn import HELLO_APP, GunicornServer, ServerError
 from loadtest.machine import describe_machine, machine_line
 from loadtest.report import cpu_share, format_table
 from loadtest.scenarios import World
-from loadtest.server import HELLO_APP, GunicornServer, ServerError
 from loadtest.world import SeedError, seed_world
 
 AGREEMENT = 0.10
@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit("crosscheck: wrk is not installed (scripts/setup installs it)")
     machine = describe_machine()
     with contextlib.ExitStack() as stack:
-        hello = stack.enter_context(GunicornServer(args.workers, HELLO_APP))
-        feed = stack.enter_context(GunicornServer(args.workers))
+        hello = stack.enter_context(GunicornServer().serve({}, args.workers, HELLO_APP))
+        feed = stack.enter_context(GunicornServer().serve({}, args.workers))
         world = seed_world(feed.host, feed.port, random.Random(1))
         checks = [
             Check("hello", hello, World(), wrk_script("hello", World())),

@@ -21,8 +21,8 @@ import sys
 import time
 from collections import deque
 
+from loadtest.harness.gunicorn import REPO_ROOT
 from loadtest.machine import process_cpu_seconds
-from loadtest.server import REPO_ROOT
 
 READY_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0

@@ -22,9 +22,9 @@ from urllib.parse import quote
 
 import orjson
 
+from loadtest.harness.gunicorn import GunicornServer
 from loadtest.report import format_table, percentile
 from loadtest.scenarios import STORY_WORDS, SUBJECT_WORDS, link, words
-from loadtest.server import GunicornServer
 from loadtest.world import seed_world
 
 # A probe not found this long after its 200 counts as lost (the promise is one second).
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
 
-    with GunicornServer(args.workers) as server:
+    with GunicornServer().serve({}, args.workers) as server:
         world = seed_world(server.host, server.port, random.Random(args.seed))
         connection = connect(server.port)
         _, prober = send(connection, "POST", "/participant", {"name": "freshness prober"})

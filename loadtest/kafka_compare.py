@@ -32,18 +32,17 @@ import falcon.testing
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from feedsvc import database
-from feedsvc.app import create_app
-from feedsvc.config import Config
-from feedsvc.feed import Feed
-from feedsvc.kafka.events import SINK_NAME
-from feedsvc.kafka.perf_channel import ChannelSink, PerfChannel
-from feedsvc.kafka.request_timing import RequestTiming
-from feedsvc.search import create_search
-from feedsvc.store import Store
+from feedsvc.adapters.kafka.events import SINK_NAME
+from feedsvc.adapters.kafka.perf_channel import PerfChannel
+from feedsvc.adapters.kafka.perf_sink import ChannelSink
+from feedsvc.api.request_timing import RequestTiming
+from feedsvc.compose.schema import init_db
+from feedsvc.compose.service import build_service
+from feedsvc.core.config import Config
 from loadtest.bench_outbox import time_drain
-from tests.support.kafka import TansuBroker, tansu_binary
-from tests.support.processes import GunicornServer, free_port
+from loadtest.harness.gunicorn import GunicornServer
+from loadtest.harness.kafka import TansuBroker, tansu_binary
+from loadtest.harness.ports import free_port
 
 SETTINGS = ("off", "events", "up", "down")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -170,14 +169,14 @@ def in_process_cost(data_dir: Path, rounds: int = 40, calls: int = 400) -> str:
     process, with and without the perf middleware, interleaved, GET /participant/1 called
     through WSGI; thread CPU time around the calls only (the channel is emptied in between)."""
     config = Config.from_env({"FEED_DATA_DIR": str(data_dir)})
-    database.init_db(config)
-    engine = database.create_engine(config)
-    feed = Feed(Store(engine), create_search(config, engine))
+    init_db(config)
     channel = PerfChannel()
-    apps = {
-        "off": create_app(config, feed),
-        "on": create_app(config, feed, [RequestTiming(ChannelSink(channel.sender))]),
-    }
+    plain = build_service(config, start_relay=False)
+    timing = [RequestTiming(ChannelSink(channel.sender))]
+    timed = build_service(
+        config, engine=plain.engine, search=plain.search, middleware=timing, start_relay=False
+    )
+    apps = {"off": plain.app, "on": timed.app}
     environ = falcon.testing.create_environ("/participant/1")
     falcon.testing.TestClient(apps["off"]).simulate_post("/participant", json={"name": "Ada"})
     spent = {name: 0 for name in apps}
@@ -191,7 +190,7 @@ def in_process_cost(data_dir: Path, rounds: int = 40, calls: int = 400) -> str:
             with contextlib.suppress(BlockingIOError):
                 while channel.receiver.recv(64):
                     pass
-    engine.dispose()
+    plain.close()
     off, on = (ns / 1000 / (rounds * calls) for ns in spent.values())
     return (
         f"in process, GET /participant/1: {off:.1f} us CPU per request without the perf"

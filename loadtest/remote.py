@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import MySQLdb
 
 from loadtest.delayproxy import DelayProxy
-from loadtest.mariadb import PrivateMariadb, ScratchMariadb
+from loadtest.harness.mariadb import PrivateMariadb, ScratchMariadb
 
 CALIBRATION_PINGS = 200
 

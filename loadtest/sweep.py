@@ -18,14 +18,20 @@ from pathlib import Path
 
 import orjson
 
-from feedsvc.config import default_workers
+from feedsvc.core.config import default_workers
 from loadtest.generator import LoadPlan, LoadResult, ProgressLine, run_load
+from loadtest.harness.gunicorn import (
+    HELLO_APP,
+    REPO_ROOT,
+    GunicornServer,
+    ServerError,
+    backend_label,
+)
 from loadtest.machine import describe_machine, machine_line
 from loadtest.plotting import NOT_INSTALLED, pyplot
 from loadtest.remote import remote_links
 from loadtest.report import format_table, write_hgrm
 from loadtest.scenarios import MODES, MODES_NEEDING_WORLD, World
-from loadtest.server import HELLO_APP, REPO_ROOT, GunicornServer, ServerError, backend_label
 from loadtest.world import SeedError, seed_world
 
 DEFAULT_FRACTIONS = "10,25,50,75,90"
@@ -115,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         if database_url:
             env["FEED_DATABASE_URL"] = database_url
         app = HELLO_APP if args.mode == "hello" else None
-        server = stack.enter_context(GunicornServer(args.workers, app, env))
+        server = stack.enter_context(GunicornServer().serve(env, args.workers, app))
         world = World()
         if args.mode in MODES_NEEDING_WORLD:
             world = seed_world(server.host, server.port, random.Random(args.seed))

@@ -16,12 +16,12 @@ from pathlib import Path
 import orjson
 
 from loadtest.generator import LoadPlan, LoadResult, run_load
+from loadtest.harness.gunicorn import REPO_ROOT, GunicornServer, ServerError, backend_label
 from loadtest.machine import describe_machine, machine_line
 from loadtest.plotting import NOT_INSTALLED, pyplot
 from loadtest.remote import RemoteLink, remote_links
 from loadtest.report import format_table
 from loadtest.scenarios import MODES, MODES_NEEDING_WORLD, World
-from loadtest.server import REPO_ROOT, GunicornServer, ServerError, backend_label
 from loadtest.tuning import DEFAULT_P99_LIMIT_MS, DEFAULT_TOLERANCE, SweepRow, recommend_workers
 from loadtest.world import SeedError, seed_world
 
@@ -123,7 +123,7 @@ def measure_count(
 ) -> tuple[str, LoadResult]:
     """Each count gets a fresh server (and, on a remote link, a fresh database)."""
     database_url = link.database(f"tune_{workers}") if link else args.database_url
-    with GunicornServer(workers, env=service_env(args, database_url)) as server:
+    with GunicornServer().serve(service_env(args, database_url), workers) as server:
         world = World()
         if args.mode in MODES_NEEDING_WORLD:
             world = seed_world(server.host, server.port, random.Random(args.seed))

@@ -25,9 +25,9 @@ from typing import Any
 
 import falcon.testing
 
-from feedsvc.config import Config
-from feedsvc.database import init_db
-from feedsvc.wsgi import build_service
+from feedsvc.compose.schema import init_db
+from feedsvc.compose.service import build_service
+from feedsvc.core.config import Config
 from loadtest.report import format_table, percentile
 from loadtest.scenarios import STORY_WORDS, SUBJECT_WORDS, link, words
 

@@ -33,12 +33,12 @@ import sqlalchemy as sa
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from feedsvc import database  # noqa: E402
-from feedsvc.config import Config  # noqa: E402
-from tests.support.mysql import PrivateMariadb  # noqa: E402
-from tests.support.processes import child_pids, free_port  # noqa: E402
+from feedsvc.compose.schema import init_db  # noqa: E402
+from feedsvc.core.config import Config  # noqa: E402
+from loadtest.harness.gunicorn import GUNICORN, child_pids  # noqa: E402
+from loadtest.harness.mariadb import PrivateMariadb  # noqa: E402
+from loadtest.harness.ports import free_port  # noqa: E402
 
-GUNICORN = Path(sys.executable).parent / "gunicorn"
 PARTICIPANTS = 12
 FRIENDS_EACH = 3
 READY_DEADLINE_S = 60.0
@@ -223,7 +223,7 @@ def one_run(backend: str, target: str, number: int, clients: int, work: Path) ->
         server.install()
         server.start()
         url = server.url
-        database.init_db(Config.from_env({"FEED_DATABASE_URL": url}))
+        init_db(Config.from_env({"FEED_DATABASE_URL": url}))
         env["FEED_DATABASE_URL"] = url
     service = Service(env, base / "gunicorn.log")
     stop = threading.Event()

@@ -5,7 +5,7 @@ import socket
 import orjson
 import pytest
 
-from tests.support.processes import GunicornServer, request
+from loadtest.harness.gunicorn import GunicornServer, request
 
 REQUESTS = 20
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from feedsvc import config
-from feedsvc.config import Config, ConfigError
+from feedsvc.core import config
+from feedsvc.core.config import Config, ConfigError
 
 
 def test_worker_class_defaults_to_meinheld_when_it_loads(monkeypatch):

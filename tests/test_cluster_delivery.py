@@ -8,9 +8,9 @@ import orjson
 import pytest
 import sqlalchemy
 
-from feedsvc.resources.request import MAX_LIMIT
-from feedsvc.schema import STORY_MAX_CHARS, SUBJECT_MAX_CHARS
-from tests.support.processes import START_DEADLINE_SECONDS, WORKER_APP, GunicornServer, open_files
+from feedsvc.core.limits import MAX_LIMIT, STORY_MAX_CHARS, SUBJECT_MAX_CHARS
+from loadtest.harness.gunicorn import START_DEADLINE_SECONDS, GunicornServer
+from tests.support.processes import WORKER_APP, open_files
 from tests.support.worker_app import WORKER_PID_HEADER
 
 # orjson writes a control character as \\u00XX: 6 bytes per character, the most any takes.
@@ -75,7 +75,7 @@ def test_meinheld_missing_falls_back_to_gthread_and_says_so_once(gunicorn_server
 
     assert gunicorn_server.request("GET", "/openapi.json").status == 200
     log = gunicorn_server.log()
-    assert "Using worker: feedsvc.workers.gthread_worker.ThreadWorker" in log
+    assert "Using worker: feedsvc.server.workers.gthread_worker.ThreadWorker" in log
     assert log.count("meinheld is not installed") == 1
     assert gunicorn_server.stop() == 0
 

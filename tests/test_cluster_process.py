@@ -8,12 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import (
-    START_DEADLINE_SECONDS,
-    WORKER_APP,
-    ClientLoop,
-    GunicornServer,
-)
+from loadtest.harness.gunicorn import START_DEADLINE_SECONDS, GunicornServer
+from tests.support.processes import WORKER_APP, ClientLoop
 from tests.support.worker_app import SLEEP_PATH, SLEEPING_MARK, WORKER_PID_HEADER
 
 WORKER_CLASSES = ["meinheld", "gthread"]

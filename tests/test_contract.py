@@ -12,8 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from loadtest.harness.gunicorn import REPO_ROOT, GunicornServer
 from tests.support.nginx import NginxProxy
-from tests.support.processes import REPO_ROOT, GunicornServer
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 # Bounded so one run takes well under a minute; the seed makes a failure reproducible.

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tests.support.processes import GunicornServer
+from loadtest.harness.gunicorn import GunicornServer
 
 ROUTES = (
     "/participant",

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 import falcon.testing
 import pytest
 
-from feedsvc import database
-from feedsvc.config import Config
-from feedsvc.schema import metadata
-from feedsvc.search.elastic import MAPPINGS
-from feedsvc.wsgi import build_service
+from feedsvc.adapters.search.elastic import MAPPINGS
+from feedsvc.compose.service import build_service
+from feedsvc.core.config import Config
+from feedsvc.db import engines
+from feedsvc.db.tables import metadata
 from tests.support.api import outbox_backlog
 from tests.support.elastic import free_port, wait_until_indexed
 
@@ -126,7 +126,7 @@ def silent_server() -> Iterator[str]:
 def test_a_search_the_cluster_cannot_answer_is_a_503(tmp_path, silent_server, cluster):
     url = silent_server if cluster == "hung" else f"http://127.0.0.1:{free_port()}"
     config = Config.from_env({"FEED_DATA_DIR": str(tmp_path), "FEED_SEARCH_URL": url})
-    engine = database.create_engine(config)
+    engine = engines.create_engine(config)
     metadata.create_all(engine)  # the tables only: init-db would also need the cluster
     engine.dispose()
     service = build_service(config)

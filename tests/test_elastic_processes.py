@@ -6,10 +6,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from feedsvc import database
-from feedsvc.store import Store
-from tests.support.elastic import FEEDSVC, environment, indexed_ids
-from tests.support.processes import REPO_ROOT, WORKER_APP
+from feedsvc.adapters.store import Store
+from feedsvc.db import engines
+from loadtest.harness.gunicorn import FEEDSVC, REPO_ROOT
+from tests.support.elastic import environment, indexed_ids
+from tests.support.processes import WORKER_APP
 from tests.support.worker_app import WORKER_PID_HEADER
 
 DEADLINE_SECONDS = 60.0
@@ -50,7 +51,7 @@ def test_posts_through_every_gunicorn_worker_all_end_up_indexed(
 
 
 def test_reindex_rebuilds_an_empty_index_to_the_database_count(elastic_config, elastic_client):
-    store = Store(database.create_engine(elastic_config))
+    store = Store(engines.create_engine(elastic_config))
     occurred = datetime.now(UTC).replace(tzinfo=None)
     with store.transaction() as conn:
         sender = store.insert_participant(conn, "Prolific")

@@ -6,9 +6,9 @@ import falcon.testing
 import orjson
 import pytest
 
-from feedsvc import wsgi
-from feedsvc.app import create_app
-from feedsvc.feed import Feed
+from feedsvc.api.app import create_app
+from feedsvc.compose.service import build_app
+from feedsvc.service.feed import Feed
 from tests.support.api import assert_error, create_participant
 
 
@@ -365,7 +365,7 @@ def test_posts_that_are_not_json_are_unsupported(client, row_counts, post_route,
 def small_body_client(api_config):
     """The app with a 256-byte request body limit."""
     config = dataclasses.replace(api_config, max_body_bytes=256)
-    return falcon.testing.TestClient(wsgi.build_app(config))
+    return falcon.testing.TestClient(build_app(config))
 
 
 def padded_body(body, size):

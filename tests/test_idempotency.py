@@ -7,8 +7,9 @@ import pytest
 import sqlalchemy as sa
 from falcon.testing import TestClient
 
-from feedsvc import database, wsgi
-from feedsvc.schema import idempotency_key
+from feedsvc.compose.service import build_app
+from feedsvc.db import engines
+from feedsvc.db.tables import idempotency_key
 from tests.support.api import assert_error, befriend, create_participant
 
 KEY = '"8e03978e-40d5-43e8-bc93-6894a57f9324"'
@@ -134,13 +135,13 @@ def test_concurrent_duplicates_write_once_and_all_get_the_same_response(client, 
 
 def test_keys_past_their_retention_are_purged_by_a_later_keyed_write(api_config, client):
     post(client, "/participant", {"name": "Ada"}, key="old")
-    engine = database.create_engine(api_config)
+    engine = engines.create_engine(api_config)
     try:
         with engine.begin() as conn:
             long_ago = datetime.utcnow() - timedelta(hours=25)
             conn.execute(sa.update(idempotency_key).values(created=long_ago))
         # A new app, as a new worker would be: it purges on its first keyed write.
-        fresh = TestClient(wsgi.build_app(api_config))
+        fresh = TestClient(build_app(api_config))
         post(fresh, "/participant", {"name": "Bob"}, key="new")
         with engine.connect() as conn:
             keys = conn.execute(sa.select(idempotency_key.c.key)).scalars().all()

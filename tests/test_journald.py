@@ -6,7 +6,8 @@ from __future__ import annotations
 import http.client
 from pathlib import Path
 
-from tests.support.processes import REPO_ROOT, free_port
+from loadtest.harness.gunicorn import REPO_ROOT
+from loadtest.harness.ports import free_port
 from tests.support.systemd import BootedContainer
 
 CONTAINER_WHEELHOUSE = "/var/tmp/feedsvc-wheelhouse"

@@ -5,9 +5,9 @@ from collections.abc import Callable
 import pytest
 from kafka.errors import KafkaTimeoutError, UnknownProducerIdError
 
-from feedsvc.kafka import events
-from feedsvc.kafka.events import KafkaEventSink
-from feedsvc.outbox import OutboxRow
+from feedsvc.adapters.kafka import events
+from feedsvc.adapters.kafka.events import KafkaEventSink
+from feedsvc.core.protocols import OutboxRow
 
 ROWS = [OutboxRow(1, "7", b'{"id":1}'), OutboxRow(2, "8", b'{"id":2}')]
 

@@ -11,18 +11,15 @@ import falcon.testing
 import orjson
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from feedsvc import database
-from feedsvc.app import create_app
-from feedsvc.config import Config
-from feedsvc.feed import Feed
-from feedsvc.kafka.events import SINK_NAME, KafkaEventSink, PostEvents
-from feedsvc.outbox import OutboxRelay
-from feedsvc.schema import outbound, outbox
-from feedsvc.search import create_search
-from feedsvc.store import Store
+from feedsvc.adapters.kafka.events import SINK_NAME, KafkaEventSink, PostEvents
+from feedsvc.adapters.outbox import OutboxRelay, backlog
+from feedsvc.compose.schema import init_db
+from feedsvc.compose.service import build_service
+from feedsvc.core.config import Config
+from feedsvc.db.tables import outbound
 from tests.support.kafka import TansuBroker
 
 DEADLINE_SECONDS = 60.0
@@ -49,9 +46,7 @@ class EventsService:
         return result.json
 
     def backlog(self) -> int:
-        with self.engine.connect() as conn:
-            query = select(func.count()).select_from(outbox).where(outbox.c.sink == SINK_NAME)
-            return conn.execute(query).scalar_one()
+        return backlog(self.engine, SINK_NAME)
 
     def outbound_ids(self) -> dict[str, int]:
         """Outbound id by subject, from the database."""
@@ -88,19 +83,19 @@ def make_config(tmp_path: Path, bootstrap: str = "127.0.0.1:9", topic: str = "ev
 def events_service(tmp_path: Path, running_kafka: TansuBroker) -> Iterator[EventsService]:
     topic = running_kafka.create_topic("events", partitions=3)
     config = make_config(tmp_path, running_kafka.bootstrap, topic)
-    database.init_db(config)
-    engine = database.create_engine(config)
+    init_db(config)
+    # The events sink with a short backoff, so the test sees the retry after an outage soon (the
+    # default caps at 30 s): the service's own relay stays unstarted.
+    service = build_service(config, listeners=[PostEvents()], start_relay=False)
     sink = KafkaEventSink(config.kafka_bootstrap, topic)
-    # Short backoff so the test sees the retry after an outage soon; the default caps at 30 s.
-    relay = OutboxRelay(engine, [sink], min_backoff_seconds=0.1, max_backoff_seconds=1.0)
+    relay = OutboxRelay(service.engine, [sink], min_backoff_seconds=0.1, max_backoff_seconds=1.0)
     relay.start()
-    feed = Feed(Store(engine), create_search(config, engine), [PostEvents()])
     try:
-        yield EventsService(falcon.testing.TestClient(create_app(config, feed)), engine, topic)
+        yield EventsService(falcon.testing.TestClient(service.app), service.engine, topic)
     finally:
         relay.stop()
         sink.close()
-        engine.dispose()
+        service.close()
 
 
 def events_by_sender(broker: TansuBroker, topic: str, at_least: int) -> dict[bytes, list[bytes]]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import orjson
 
+from loadtest.harness.gunicorn import GunicornServer
 from tests.support.kafka import TansuBroker
-from tests.support.processes import GunicornServer
 
 WORKERS = 2
 BATCH = 40

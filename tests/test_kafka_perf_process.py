@@ -20,8 +20,8 @@ import pytest
 from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
+from loadtest.harness.gunicorn import GunicornServer
 from tests.support.kafka import TansuBroker
-from tests.support.processes import GunicornServer
 from tests.support.prometheus import sample
 
 WORKERS = 2

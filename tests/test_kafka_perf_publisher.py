@@ -10,16 +10,13 @@ import falcon.testing
 import pytest
 from prometheus_client import REGISTRY
 
-from feedsvc import database
-from feedsvc.app import create_app
-from feedsvc.config import Config
-from feedsvc.feed import Feed
-from feedsvc.kafka.perf_channel import ChannelSink, PerfChannel
-from feedsvc.kafka.perf_publisher import PerfPublisher
-from feedsvc.kafka.request_timing import RequestTiming
-from feedsvc.outbox import OutboxRelay
-from feedsvc.search import create_search
-from feedsvc.store import Store
+from feedsvc.adapters.kafka.perf_channel import PerfChannel
+from feedsvc.adapters.kafka.perf_publisher import PerfPublisher
+from feedsvc.adapters.kafka.perf_sink import ChannelSink
+from feedsvc.api.request_timing import RequestTiming
+from feedsvc.compose.schema import init_db
+from feedsvc.compose.service import build_service
+from feedsvc.core.config import Config
 from tests.support.api import IndexedTestClient
 from tests.support.kafka import TansuBroker
 
@@ -49,7 +46,7 @@ def perf_topic(running_kafka: TansuBroker) -> str:
 @pytest.fixture
 def feed_config(tmp_path: Path) -> Config:
     config = Config.from_env({"FEED_DATA_DIR": str(tmp_path)})
-    database.init_db(config)
+    init_db(config)
     return config
 
 
@@ -63,21 +60,15 @@ def timed_client(config: Config, bootstrap: str, topic: str) -> Iterator[falcon.
     publisher = PerfPublisher(channel.receiver, [bootstrap], topic)
     running = threading.Thread(target=publisher.run, daemon=True)
     running.start()
-    engine = database.create_engine(config)
-    search = create_search(config, engine)
-    feed = Feed(Store(engine), search)
-    relay = OutboxRelay(engine, search.outbox_sinks)
-    relay.start()
+    service = build_service(config, middleware=[RequestTiming(ChannelSink(channel.sender))])
     try:
-        timing = RequestTiming(ChannelSink(channel.sender))
-        yield IndexedTestClient(create_app(config, feed, [timing]), config)
+        yield IndexedTestClient(service.app, config)
     finally:
-        relay.stop()
+        service.close()
         channel.sender.close()
         running.join(STOP_DEADLINE_SECONDS)
         assert not running.is_alive(), "the publisher did not stop when the channel ended"
         channel.receiver.close()
-        engine.dispose()
 
 
 def exercise_api(client: falcon.testing.TestClient) -> list[tuple[bytes, bytes]]:

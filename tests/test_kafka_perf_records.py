@@ -7,15 +7,12 @@ from pathlib import Path
 import falcon.testing
 import pytest
 
-from feedsvc import database
-from feedsvc.app import create_app
-from feedsvc.config import Config
-from feedsvc.feed import Feed
-from feedsvc.kafka.perf_channel import ROUTES
-from feedsvc.kafka.perf_records import PerfRecord, parse_perf_line, perf_line
-from feedsvc.kafka.request_timing import RequestTiming
-from feedsvc.search import create_search
-from feedsvc.store import Store
+from feedsvc.adapters.kafka.perf_channel import ROUTES
+from feedsvc.adapters.kafka.perf_records import PerfRecord, parse_perf_line, perf_line
+from feedsvc.api.request_timing import RequestTiming
+from feedsvc.compose.schema import init_db
+from feedsvc.compose.service import build_service
+from feedsvc.core.config import Config
 
 # 2026-03-04 05:06:59.900 UTC
 STARTED = calendar.timegm((2026, 3, 4, 5, 6, 59)) + 0.9
@@ -67,13 +64,11 @@ class Recorded:
 @pytest.fixture
 def timed(tmp_path: Path) -> tuple[falcon.testing.TestClient, Recorded]:
     config = Config.from_env({"FEED_DATA_DIR": str(tmp_path)})
-    database.init_db(config)
-    engine = database.create_engine(config)
+    init_db(config)
     recorded = Recorded()
-    feed = Feed(Store(engine), create_search(config, engine))
-    app = create_app(config, feed, [RequestTiming(recorded)])
-    yield falcon.testing.TestClient(app), recorded
-    engine.dispose()
+    service = build_service(config, middleware=[RequestTiming(recorded)], start_relay=False)
+    yield falcon.testing.TestClient(service.app), recorded
+    service.close()
 
 
 def test_every_api_request_yields_its_entity_and_operation(timed) -> None:

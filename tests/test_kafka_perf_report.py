@@ -10,8 +10,14 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from feedsvc.kafka.perf_records import PerfRecord, perf_line
-from feedsvc.kafka.perf_report import MinuteStats, aggregate, format_table, parse_values, percentile
+from feedsvc.adapters.kafka.perf_records import PerfRecord, perf_line
+from feedsvc.adapters.kafka.perf_report import (
+    MinuteStats,
+    aggregate,
+    format_table,
+    parse_values,
+    percentile,
+)
 from tests.support.kafka import TansuBroker
 
 MINUTE = datetime(2026, 3, 4, 5, 6)

@@ -10,22 +10,19 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from feedsvc import database
-from feedsvc.app import create_app
-from feedsvc.config import Config, ConfigError
-from feedsvc.feed import Feed
-from feedsvc.kafka.events import SINK_NAME, PostEvents
-from feedsvc.kafka.producers import close_quietly, create_producer
-from feedsvc.schema import outbox
-from feedsvc.search import create_search
-from feedsvc.store import Store
-from tests.support.processes import free_port
+from feedsvc.adapters.kafka.events import SINK_NAME, PostEvents
+from feedsvc.adapters.kafka.producers import close_quietly, create_producer
+from feedsvc.compose.schema import init_db
+from feedsvc.compose.service import build_service
+from feedsvc.core.config import Config, ConfigError
+from feedsvc.db.tables import outbox
+from loadtest.harness.ports import free_port
 
 BUILD_APP = """
 import json, sys
-from feedsvc.config import Config
-from feedsvc.database import init_db
-from feedsvc.wsgi import build_app
+from feedsvc.core.config import Config
+from feedsvc.compose.schema import init_db
+from feedsvc.compose.service import build_app
 config = Config.from_env()
 init_db(config)
 build_app(config)
@@ -53,7 +50,7 @@ def test_without_bootstrap_nothing_kafka_is_imported(tmp_path: Path) -> None:
 def test_with_bootstrap_kafka_is_wired_even_if_the_broker_is_down(tmp_path: Path) -> None:
     # Nothing listens on the port: building the app must still succeed (and not wait on it).
     loaded = modules_after_build_app(tmp_path, FEED_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}")
-    assert {"kafka", "feedsvc.kafka.features"} <= set(loaded)
+    assert {"kafka", "feedsvc.compose.kafka"} <= set(loaded)
 
 
 def test_a_producer_is_constructed_at_once_while_the_broker_is_down() -> None:
@@ -92,11 +89,10 @@ def test_kafka_settings_and_their_defaults() -> None:
 @pytest.fixture
 def client_with_events(tmp_path: Path) -> falcon.testing.TestClient:
     config = Config.from_env({"FEED_DATA_DIR": str(tmp_path)})
-    database.init_db(config)
-    engine = database.create_engine(config)
-    feed = Feed(Store(engine), create_search(config, engine), [PostEvents()])
-    yield falcon.testing.TestClient(create_app(config, feed)), engine
-    engine.dispose()
+    init_db(config)
+    service = build_service(config, listeners=[PostEvents()], start_relay=False)
+    yield falcon.testing.TestClient(service.app), service.engine
+    service.close()
 
 
 def outbox_rows(engine) -> list[tuple[str, str | None, bytes]]:

@@ -6,8 +6,8 @@ import sys
 import orjson
 import pytest
 
-from feedsvc.config import Config, ConfigError
-from feedsvc.logs import REQUEST_ID, JsonFormatter
+from feedsvc.core.config import Config, ConfigError
+from feedsvc.core.logs import REQUEST_ID, JsonFormatter
 
 
 def formatted(message: str, *, with_traceback: bool = False) -> dict[str, object]:

@@ -6,7 +6,8 @@ import sqlite3
 import orjson
 import pytest
 
-from tests.support.processes import WORKER_APP, GunicornServer
+from loadtest.harness.gunicorn import GunicornServer
+from tests.support.processes import WORKER_APP
 from tests.support.worker_app import SLEEP_PATH
 
 SLOW_REQUEST_MS = 300
@@ -46,7 +47,7 @@ def test_an_error_logged_during_a_request_carries_its_request_id(
     records = log_records(gunicorn_server)
     errors = [record for record in records if record.get("request_id") == "trace-broken-row"]
     error = next(record for record in errors if record.get("level") == "error")
-    assert error["logger"] == "feedsvc.errors"
+    assert error["logger"] == "feedsvc.api.errors"
     assert error["message"] == "unexpected error on GET /participant/1/outbound"
     assert str(error["traceback"]).startswith("Traceback (most recent call last):")
     assert error["pid"] in {record["pid"] for record in errors if "status" in record}

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from tests.support.processes import START_DEADLINE_SECONDS, WORKER_APP, GunicornServer
+from loadtest.harness.gunicorn import START_DEADLINE_SECONDS, GunicornServer
+from tests.support.processes import WORKER_APP
 from tests.support.prometheus import sample
 from tests.support.worker_app import WORKER_PID_HEADER
 

@@ -1,5 +1,5 @@
 """Alembic migrations: init-db upgrades a database today's init-db made, full of data, losing
-nothing, and the revisions make exactly the tables feedsvc.schema describes (SQLite, MariaDB)."""
+nothing, and the revisions make exactly the tables feedsvc.db.tables describes (SQLite, MariaDB)."""
 
 import itertools
 import os
@@ -15,8 +15,10 @@ from alembic.script import ScriptDirectory
 from falcon.testing import TestClient
 from sqlalchemy.engine import URL
 
-from feedsvc import database, migrations, schema, wsgi
-from feedsvc.config import Config
+from feedsvc.compose.schema import init_db
+from feedsvc.compose.service import build_app
+from feedsvc.core.config import Config
+from feedsvc.db import engines, migrations, tables
 from tests.support.api import befriend, create_participant, publish, wait_until_delivered
 from tests.support.mysql import server_url
 
@@ -52,9 +54,9 @@ def config_for(url: str, tmp_path: Path) -> Config:
 
 def init_db_before_migrations(config: Config) -> None:
     """What `feedsvc init-db` made before this release: the same tables (the revisions make
-    exactly schema.metadata, see below) and search structures, but no alembic_version."""
-    database.init_db(config)
-    engine = database.create_engine(config)
+    exactly tables.metadata, see below) and search structures, but no alembic_version."""
+    init_db(config)
+    engine = engines.create_engine(config)
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql("DROP TABLE alembic_version")
@@ -64,7 +66,7 @@ def init_db_before_migrations(config: Config) -> None:
 
 def every_row(config: Config) -> dict[str, list[tuple[object, ...]]]:
     """Every row of every table, in key order: what an upgrade must leave exactly as it was."""
-    engine = database.create_engine(config)
+    engine = engines.create_engine(config)
     try:
         with engine.connect() as conn:
             return {
@@ -72,14 +74,14 @@ def every_row(config: Config) -> dict[str, list[tuple[object, ...]]]:
                     tuple(row)
                     for row in conn.execute(sa.select(table).order_by(*table.primary_key))
                 ]
-                for table in schema.metadata.sorted_tables
+                for table in tables.metadata.sorted_tables
             }
     finally:
         engine.dispose()
 
 
 def revisions(config: Config) -> tuple[str | None, str | None]:
-    engine = database.create_engine(config)
+    engine = engines.create_engine(config)
     try:
         with engine.connect() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
@@ -94,7 +96,7 @@ def test_a_database_made_before_migrations_is_upgraded_with_every_row_kept(
 ) -> None:
     config = config_for(fresh_database_url, tmp_path)
     init_db_before_migrations(config)
-    client = TestClient(wsgi.build_app(config))
+    client = TestClient(build_app(config))
     people = [create_participant(client, f"p{number}") for number in range(PARTICIPANTS)]
     for left, right in itertools.pairwise(people):
         befriend(client, left, right)
@@ -107,13 +109,13 @@ def test_a_database_made_before_migrations_is_upgraded_with_every_row_kept(
     assert len(before["inbound"]) == 2 * (PARTICIPANTS - 1) * POSTS_EACH
     assert revisions(config)[0] is None
 
-    database.init_db(config)
-    database.init_db(config)  # and again: nothing more to do
+    init_db(config)
+    init_db(config)  # and again: nothing more to do
 
     current, head = revisions(config)
     assert current == head is not None
     assert every_row(config) == before
-    client = TestClient(wsgi.build_app(config))
+    client = TestClient(build_app(config))
     found = client.simulate_get("/outbound", params={"keywords": "legacy"}).json
     assert sorted(found) == sorted(person["link"] for person in people)
     publish(client, people[0], subject="after", story="written after the upgrade")
@@ -125,8 +127,8 @@ def test_the_revisions_make_exactly_the_schema_module_describes(
     fresh_database_url: str, tmp_path: Path
 ) -> None:
     config = config_for(fresh_database_url, tmp_path)
-    database.init_db(config)
-    engine = database.create_engine(config)
+    init_db(config)
+    engine = engines.create_engine(config)
     try:
         with engine.connect() as conn:
             context = MigrationContext.configure(
@@ -138,7 +140,7 @@ def test_the_revisions_make_exactly_the_schema_module_describes(
                     )
                 },
             )
-            differences = compare_metadata(context, schema.metadata)
+            differences = compare_metadata(context, tables.metadata)
     finally:
         engine.dispose()
     assert differences == []

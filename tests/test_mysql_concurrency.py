@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from falcon.testing import TestClient
 
-from feedsvc import database, wsgi
-from feedsvc.config import Config
-from feedsvc.schema import inbound
+from feedsvc.compose.schema import init_db
+from feedsvc.compose.service import build_app
+from feedsvc.core.config import Config
+from feedsvc.db.tables import inbound
 from tests.support.mysql import row_count
 
 CLIENTS = 16
@@ -42,12 +43,12 @@ def config(database_url, tmp_path):
     # Each of the 16 clients may hold a connection; the pool must not be the bottleneck here.
     environ |= {"FEED_DB_POOL_SIZE": str(CLIENTS), "FEED_DB_MAX_OVERFLOW": "0"}
     config = Config.from_env(environ)
-    database.init_db(config)
+    init_db(config)
     return config
 
 
 def in_process(config: Config) -> Send:
-    client = TestClient(wsgi.build_app(config))
+    client = TestClient(build_app(config))
 
     def send(method, path, body):
         result = client.simulate_request(method, path, json=body)

@@ -6,8 +6,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
-from feedsvc import database
-from feedsvc.config import Config, ConfigError
+from feedsvc.core.config import Config, ConfigError
+from feedsvc.db import engines, retries
 
 URL = "mysql+mysqldb://feed@db.example:3306/feed"
 SECRET = "s3cr3t-pa55"
@@ -16,9 +16,9 @@ SECRET = "s3cr3t-pa55"
 def test_password_from_environment_is_used_but_never_shown():
     config = Config.from_env({"FEED_DATABASE_URL": URL, "FEED_DATABASE_PASSWORD": SECRET})
 
-    assert database.connect_url(config).password == SECRET
+    assert engines.connect_url(config).password == SECRET
     assert SECRET not in repr(config)
-    assert SECRET not in repr(database.connect_url(config))
+    assert SECRET not in repr(engines.connect_url(config))
     assert SECRET not in config.database_url
 
 
@@ -30,7 +30,7 @@ def test_password_from_file_drops_the_trailing_newline(tmp_path):
         {"FEED_DATABASE_URL": URL, "FEED_DATABASE_PASSWORD_FILE": str(secret_file)}
     )
 
-    assert database.connect_url(config).password == SECRET
+    assert engines.connect_url(config).password == SECRET
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,7 @@ def test_no_password_connects_without_one():
     config = Config.from_env({"FEED_DATABASE_URL": URL})
 
     assert config.database_password is None
-    assert database.connect_url(config).password is None
+    assert engines.connect_url(config).password is None
 
 
 @pytest.mark.parametrize(
@@ -82,7 +82,7 @@ def test_bad_database_settings_name_the_variable_and_hide_the_secret(environ, na
 
 
 def test_engine_pool_is_bounded_and_recycled_without_a_ping_or_reset_round_trip(caplog):
-    caplog.set_level(logging.INFO, logger="feedsvc.database")
+    caplog.set_level(logging.INFO, logger="feedsvc.db.engines")
     config = Config.from_env(
         {
             "FEED_DATABASE_URL": URL,
@@ -94,7 +94,7 @@ def test_engine_pool_is_bounded_and_recycled_without_a_ping_or_reset_round_trip(
         }
     )
 
-    engine = database.create_engine(config)  # builds the pool; connects only on first use
+    engine = engines.create_engine(config)  # builds the pool; connects only on first use
     try:
         assert engine.pool.size() == 3
         assert engine.pool._max_overflow == 2
@@ -116,7 +116,7 @@ def failing(*codes: int):
     """A write that fails with the given MySQL error codes in turn, then succeeds."""
     calls = []
 
-    @database.retry_transaction
+    @retries.retry_transaction
     def write() -> str:
         calls.append(len(calls))
         if len(calls) <= len(codes):
@@ -129,7 +129,7 @@ def failing(*codes: int):
 
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch):
-    monkeypatch.setattr(database, "CONFLICT_BACKOFF_S", 0.0)
+    monkeypatch.setattr(retries, "CONFLICT_BACKOFF_S", 0.0)
 
 
 @pytest.mark.parametrize("code", [1213, 1205])  # deadlock, lock wait timeout
@@ -145,7 +145,7 @@ def test_lock_conflict_retries_are_bounded():
 
     with pytest.raises(OperationalError):
         write()
-    assert len(calls) == database.CONFLICT_ATTEMPTS
+    assert len(calls) == retries.CONFLICT_ATTEMPTS
 
 
 def test_other_database_errors_are_not_retried():

@@ -9,13 +9,10 @@ import pytest
 import sqlalchemy as sa
 from falcon.testing import TestClient
 
-from feedsvc import database, wsgi
-from feedsvc.app import create_app
-from feedsvc.config import Config
-from feedsvc.feed import Feed
-from feedsvc.schema import inbound, outbound, participant
-from feedsvc.search import create_search
-from feedsvc.store import Store
+from feedsvc.compose.service import build_app, build_service
+from feedsvc.core.config import Config
+from feedsvc.db import engines
+from feedsvc.db.tables import inbound, outbound, participant
 from tests.support.api import requests_of_every_kind, simulate
 from tests.support.mysql import row_count
 
@@ -35,7 +32,7 @@ def assert_unavailable(result):
 )
 def test_database_down_answers_503_and_the_same_app_recovers(private_mariadb, stop_signal):
     config = Config.from_env({"FEED_DATABASE_URL": private_mariadb.url})
-    client = TestClient(wsgi.build_app(config))
+    client = TestClient(build_app(config))
     ada = client.simulate_post("/participant", json={"name": "Ada"}).json
     bob = client.simulate_post("/participant", json={"name": "Bob"}).json
     client.simulate_post(f"{ada['link']}/friends", json={"to": bob["link"]})
@@ -67,7 +64,7 @@ def test_a_worker_started_while_the_database_is_down_serves_once_it_is_back(priv
     config = Config.from_env({"FEED_DATABASE_URL": private_mariadb.url})
     private_mariadb.stop()
 
-    client = TestClient(wsgi.build_app(config))
+    client = TestClient(build_app(config))
     assert_unavailable(client.simulate_post("/participant", json={"name": "Ada"}))
 
     private_mariadb.start()
@@ -85,28 +82,28 @@ def test_an_exhausted_pool_answers_503_to_writes_instead_of_waiting_and_reads_ne
             "FEED_DB_POOL_TIMEOUT": "0.2",
         }
     )
-    engine = database.create_engine(config)
-    client = TestClient(create_app(config, Feed(Store(engine), create_search(config, engine))))
+    service = build_service(config)
+    client = TestClient(service.app)
     ada = client.simulate_post("/participant", json={"name": "Ada"}).json
     try:
-        with engine.connect():  # the pool's only connection, held by someone else
+        with service.engine.connect():  # the pool's only connection, held by someone else
             assert_unavailable(client.simulate_post("/participant", json={"name": "Bob"}))
             # Each serving thread reads on a connection of its own, outside the pool.
             assert client.simulate_get(ada["link"]).status_code == 200
         assert client.simulate_post("/participant", json={"name": "Bob"}).status_code == 200
     finally:
-        engine.dispose()
+        service.close()
 
 
 def test_a_post_that_times_out_on_a_row_lock_is_retried_not_failed(mariadb_url, caplog):
-    caplog.set_level(logging.INFO, logger="feedsvc.database")
+    caplog.set_level(logging.INFO, logger="feedsvc.db.retries")
     config = Config.from_env({"FEED_DATABASE_URL": mariadb_url})
-    client = TestClient(wsgi.build_app(config))
+    client = TestClient(build_app(config))
     ada = client.simulate_post("/participant", json={"name": "Ada"}).json
     bob = client.simulate_post("/participant", json={"name": "Bob"}).json
     client.simulate_post(f"{ada['link']}/friends", json={"to": bob["link"]})
 
-    blocker = database.create_engine(config)
+    blocker = engines.create_engine(config)
     locked = threading.Event()
 
     def hold_the_sender_row() -> None:
@@ -136,7 +133,7 @@ def test_a_post_that_times_out_on_a_row_lock_is_retried_not_failed(mariadb_url, 
 def test_a_frozen_database_answers_503_after_the_timeouts_then_recovers(private_mariadb):
     """SIGSTOP: the socket stays open but nothing answers, the case only timeouts can end."""
     config = Config.from_env({"FEED_DATABASE_URL": private_mariadb.url})
-    client = TestClient(wsgi.build_app(config))
+    client = TestClient(build_app(config))
     ada = client.simulate_post("/participant", json={"name": "Ada"}).json
 
     assert private_mariadb.process is not None
@@ -155,13 +152,13 @@ def test_a_frozen_database_answers_503_after_the_timeouts_then_recovers(private_
 
 
 def test_a_post_chosen_as_deadlock_victim_is_retried_not_failed(mariadb_url, caplog):
-    caplog.set_level(logging.INFO, logger="feedsvc.database")
+    caplog.set_level(logging.INFO, logger="feedsvc.db.retries")
     config = Config.from_env({"FEED_DATABASE_URL": mariadb_url})
-    client = TestClient(wsgi.build_app(config))
+    client = TestClient(build_app(config))
     ada = client.simulate_post("/participant", json={"name": "Ada"}).json
     bob = client.simulate_post("/participant", json={"name": "Bob"}).json
     client.simulate_post(f"{ada['link']}/friends", json={"to": bob["link"]})
-    other = database.create_engine(config)
+    other = engines.create_engine(config)
     outcome = {}
 
     def post() -> None:

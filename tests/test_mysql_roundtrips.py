@@ -7,14 +7,13 @@ import pytest
 import sqlalchemy as sa
 from falcon.testing import TestClient
 
-from feedsvc import database, wsgi
-from feedsvc.app import create_app
-from feedsvc.config import Config
-from feedsvc.feed import Feed
-from feedsvc.outbox import OutboxRelay, OutboxRow, enqueue
-from feedsvc.schema import friendship, inbound, outbound
-from feedsvc.search import create_search
-from feedsvc.store import Store
+from feedsvc.adapters.outbox import OutboxRelay, enqueue
+from feedsvc.compose.schema import init_db
+from feedsvc.compose.service import build_app, build_service
+from feedsvc.core.config import Config
+from feedsvc.core.protocols import OutboxRow
+from feedsvc.db import engines, retries
+from feedsvc.db.tables import friendship, inbound, outbound
 from tests.support.api import requests_of_every_kind, simulate
 from tests.support.mysql import RoundTrips, kill_connections, row_count, set_wait_timeout
 
@@ -54,7 +53,8 @@ def over_http(server):
 
 
 def test_each_read_is_one_statement_and_a_post_three(private_mariadb):
-    client = TestClient(wsgi.build_app(Config.from_env({"FEED_DATABASE_URL": private_mariadb.url})))
+    config = Config.from_env({"FEED_DATABASE_URL": private_mariadb.url})
+    client = TestClient(build_app(config))
     send = in_process(client)
     ada = send("POST", "/participant", {"name": "Ada"})
     friends = [send("POST", "/participant", {"name": f"Friend {i}"}) for i in range(FRIENDS)]
@@ -98,7 +98,7 @@ def test_each_read_is_one_statement_and_a_post_three(private_mariadb):
 
 
 def test_connections_killed_between_requests_cost_no_failed_request(mariadb_url):
-    client = TestClient(wsgi.build_app(Config.from_env({"FEED_DATABASE_URL": mariadb_url})))
+    client = TestClient(build_app(Config.from_env({"FEED_DATABASE_URL": mariadb_url})))
     send = in_process(client)
     ada, bob = ada_and_bob(send)
 
@@ -112,7 +112,8 @@ def test_connections_killed_between_requests_cost_no_failed_request(mariadb_url)
 
 def test_connections_closed_by_wait_timeout_cost_no_failed_request(private_mariadb):
     set_wait_timeout(private_mariadb.url, 1)
-    client = TestClient(wsgi.build_app(Config.from_env({"FEED_DATABASE_URL": private_mariadb.url})))
+    config = Config.from_env({"FEED_DATABASE_URL": private_mariadb.url})
+    client = TestClient(build_app(config))
     send = in_process(client)
     ada, bob = ada_and_bob(send)
 
@@ -153,8 +154,8 @@ def test_gunicorn_workers_ride_out_killed_and_timed_out_connections(
 
 def test_a_post_or_friendship_with_an_unknown_participant_writes_nothing(database_url, tmp_path):
     config = Config.from_env({"FEED_DATA_DIR": str(tmp_path), "FEED_DATABASE_URL": database_url})
-    database.init_db(config)
-    client = TestClient(wsgi.build_app(config))
+    init_db(config)
+    client = TestClient(build_app(config))
     ada = client.simulate_post("/participant", json={"name": "Ada"}).json
     bob = client.simulate_post("/participant", json={"name": "Bob"}).json
     client.simulate_post(f"{ada['link']}/friends", json={"to": bob["link"]})
@@ -176,9 +177,9 @@ def test_a_post_or_friendship_with_an_unknown_participant_writes_nothing(databas
 
 def test_a_post_whose_fan_out_keeps_failing_leaves_nothing_behind(mariadb_url):
     config = Config.from_env({"FEED_DATABASE_URL": mariadb_url})
-    client = TestClient(wsgi.build_app(config))
+    client = TestClient(build_app(config))
     ada, bob = ada_and_bob(in_process(client))
-    blocker = database.create_engine(config)
+    blocker = engines.create_engine(config)
     try:
         with blocker.begin() as conn:
             # Bob's inbound row needs this row's lock; every try times out after its INSERT of
@@ -200,8 +201,9 @@ def test_a_post_whose_fan_out_keeps_failing_leaves_nothing_behind(mariadb_url):
 def test_a_commit_that_loses_its_connection_is_not_retried(mariadb_url):
     """Its outcome is unknown to the service, so running the post again could store it twice."""
     config = Config.from_env({"FEED_DATABASE_URL": mariadb_url})
-    engine = database.create_engine(config)
-    client = TestClient(create_app(config, Feed(Store(engine), create_search(config, engine))))
+    service = build_service(config)
+    engine = service.engine
+    client = TestClient(service.app)
     ada = client.simulate_post("/participant", json={"name": "Ada"}).json
     killer = sa.create_engine(mariadb_url, poolclass=sa.NullPool)
     commits = []
@@ -222,7 +224,7 @@ def test_a_commit_that_loses_its_connection_is_not_retried(mariadb_url):
     assert result.status_code == 503, result.text
     assert len(commits) == 1
     assert client.simulate_post(f"{ada['link']}/outbound", json={"subject": "s", "story": "y"}).json
-    engine.dispose()
+    service.close()
 
 
 class ListSink:
@@ -238,13 +240,13 @@ class ListSink:
 
 
 def test_the_outbox_relay_delivers_after_its_connections_were_killed(mariadb_url):
-    engine = database.create_engine(Config.from_env({"FEED_DATABASE_URL": mariadb_url}))
+    engine = engines.create_engine(Config.from_env({"FEED_DATABASE_URL": mariadb_url}))
     sink = ListSink()
     relay = OutboxRelay(engine, [sink], poll_seconds=0.1, min_backoff_seconds=0.1)
 
-    @database.retry_transaction
+    @retries.retry_transaction
     def post(numbers: range) -> None:
-        with database.writer(engine).begin() as conn:
+        with engines.writer(engine).begin() as conn:
             for number in numbers:
                 enqueue(conn, sink.name, str(number).encode())
 

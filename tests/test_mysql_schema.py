@@ -11,10 +11,13 @@ import pytest
 import sqlalchemy as sa
 from falcon.testing import TestClient
 
-from feedsvc import database, schema, store, wsgi
-from feedsvc.config import Config
-from feedsvc.schema import friendship, inbound, outbound, participant
-from feedsvc.search.mysql_fulltext import INDEX_NAME
+from feedsvc.adapters import store
+from feedsvc.adapters.search.mysql_fulltext import INDEX_NAME
+from feedsvc.compose.schema import init_db
+from feedsvc.compose.service import build_app
+from feedsvc.core.config import Config
+from feedsvc.db import engines, statements
+from feedsvc.db.tables import friendship, inbound, outbound, participant
 from tests.support.mysql import server_url
 
 STORY = "Grüße 😀👩‍👩‍👧 𠀋𡈁𨳒 東京タワー مرحبا שלום"
@@ -27,14 +30,14 @@ def config(mariadb_url):
 
 @pytest.fixture
 def engine(config):
-    engine = database.create_engine(config)
+    engine = engines.create_engine(config)
     yield engine
     engine.dispose()
 
 
 @pytest.fixture
 def client(config):
-    return TestClient(wsgi.build_app(config))
+    return TestClient(build_app(config))
 
 
 def test_tables_are_innodb_and_text_is_utf8mb4(engine):
@@ -52,7 +55,7 @@ def test_tables_are_innodb_and_text_is_utf8mb4(engine):
             " AND table_name = 'outbound' AND column_name = 'occurred'"
         ).scalar_one()
 
-    expected = [*schema.metadata.tables, "alembic_version"]
+    expected = [*tables.metadata.tables, "alembic_version"]
     assert dict(tables) == {table: "InnoDB" for table in expected}
     assert {"name", "subject", "story"} <= {column for column, _ in charsets}
     assert {charset for _, charset in charsets} == {"utf8mb4"}
@@ -63,14 +66,14 @@ SESSION_SETTINGS = (
     "SELECT @@tx_isolation, @@character_set_connection, @@time_zone,"
     " @@innodb_lock_wait_timeout, @@autocommit"
 )
-EXPECTED_SETTINGS = ("READ-COMMITTED", "utf8mb4", "+00:00", database.MYSQL_LOCK_WAIT_TIMEOUT_S)
+EXPECTED_SETTINGS = ("READ-COMMITTED", "utf8mb4", "+00:00", engines.MYSQL_LOCK_WAIT_TIMEOUT_S)
 
 
 def test_the_read_connection_is_read_committed_utf8mb4_utc_with_each_select_its_own_transaction(
     engine,
 ):
-    reader = database.Reader(engine)
-    (settings,) = reader.rows(database.CompiledQuery(engine, sa.text(SESSION_SETTINGS)), {})
+    reader = statements.Reader(engine)
+    (settings,) = reader.rows(statements.CompiledQuery(engine, sa.text(SESSION_SETTINGS)), {})
 
     assert settings == (*EXPECTED_SETTINGS, 1)
 
@@ -116,8 +119,8 @@ def test_init_db_twice_keeps_the_data(config, client, engine):
     ada = client.simulate_post("/participant", json={"name": "Ada"}).json
     client.simulate_post(f"{ada['link']}/outbound", json={"subject": "s", "story": "kept"})
 
-    database.init_db(config)
-    database.init_db(config)
+    init_db(config)
+    init_db(config)
 
     assert client.simulate_get(f"{ada['link']}/outbound").json[0]["story"] == "kept"
     assert client.simulate_get("/outbound", params={"keywords": "kept"}).json == [ada["link"]]
@@ -134,7 +137,7 @@ def test_init_db_upgrades_a_database_missing_indexes_without_losing_data(config,
         conn.exec_driver_sql("ALTER TABLE friendship DROP FOREIGN KEY friendship_ibfk_2")
         conn.exec_driver_sql("ALTER TABLE friendship DROP INDEX ix_friendship_high_low")
 
-    database.init_db(config)
+    init_db(config)
 
     with engine.connect() as conn:
         indexes = {index["name"] for index in sa.inspect(conn).get_indexes("outbound")}
@@ -187,7 +190,7 @@ def test_init_db_command_reads_the_password_file_and_never_prints_it(password_us
 
 def explain(engine, statement, **params):
     """EXPLAIN rows of a store statement, as dicts, compiled exactly as the store runs it."""
-    query = database.CompiledQuery(engine, statement)
+    query = statements.CompiledQuery(engine, statement)
     with engine.connect() as conn:
         result = conn.exec_driver_sql(f"EXPLAIN {query.sql}", tuple(query.values(params)))
         return [dict(row._mapping) for row in result]
@@ -261,7 +264,7 @@ def test_fan_out_reads_friends_from_both_pair_indexes(engine, busy_feed):
 
 def test_a_recycle_period_beyond_the_servers_wait_timeout_is_reported(mariadb_url, caplog):
     config = Config.from_env({"FEED_DATABASE_URL": mariadb_url, "FEED_DB_POOL_RECYCLE": "99999999"})
-    engine = database.create_engine(config)
+    engine = engines.create_engine(config)
     try:
         with engine.connect():
             pass
@@ -272,7 +275,7 @@ def test_a_recycle_period_beyond_the_servers_wait_timeout_is_reported(mariadb_ur
 
 
 def test_the_default_recycle_period_is_below_the_servers_wait_timeout(config, caplog):
-    engine = database.create_engine(config)
+    engine = engines.create_engine(config)
     try:
         with engine.connect():
             pass

@@ -4,9 +4,10 @@ import pytest
 import sqlalchemy as sa
 from falcon.testing import TestClient
 
-from feedsvc import database, wsgi
-from feedsvc.config import Config
-from feedsvc.search.mysql_fulltext import INDEX_NAME, FulltextSearch
+from feedsvc.adapters.search.mysql_fulltext import INDEX_NAME, FulltextSearch
+from feedsvc.compose.service import build_app
+from feedsvc.core.config import Config
+from feedsvc.db import engines
 
 # Strings MariaDB's FULLTEXT parser rejects or reads as operators when passed through raw.
 OPERATOR_STRINGS = [
@@ -23,12 +24,12 @@ def config(mariadb_url):
 
 @pytest.fixture
 def client(config):
-    return TestClient(wsgi.build_app(config))
+    return TestClient(build_app(config))
 
 
 @pytest.fixture
 def search(config):
-    engine = database.create_engine(config)
+    engine = engines.create_engine(config)
     yield FulltextSearch(engine)
     engine.dispose()
 
@@ -109,7 +110,7 @@ def test_words_shorter_than_the_minimum_token_size_match_nothing(client, search)
 
 
 def test_a_rolled_back_post_is_never_found(config, search):
-    engine = database.create_engine(config)
+    engine = engines.create_engine(config)
     try:
         with pytest.raises(RuntimeError), engine.begin() as conn:
             conn.exec_driver_sql("INSERT INTO participant (name) VALUES ('Ada')")
@@ -125,7 +126,7 @@ def test_a_rolled_back_post_is_never_found(config, search):
 
 
 def test_search_uses_the_fulltext_index(config):
-    engine = database.create_engine(config)
+    engine = engines.create_engine(config)
     try:
         with engine.connect() as conn:
             plans = conn.execute(

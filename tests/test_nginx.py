@@ -16,11 +16,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from feedsvc import nginx
-from feedsvc.config import Config
-from loadtest.nginx import NGINX_TEMPLATE, check_config, main_config
+from feedsvc.compose import nginx
+from feedsvc.core.config import Config
+from loadtest.harness.gunicorn import GunicornServer, HttpResponse
+from loadtest.harness.nginx import NGINX_TEMPLATE, check_config, main_config
+from loadtest.harness.ports import free_port
 from tests.support.nginx import NginxProxy, nginx_binary
-from tests.support.processes import GunicornServer, HttpResponse, free_port, killed_at_exit
+from tests.support.processes import killed_at_exit
 
 MAX_BODY_BYTES = 65536
 CONNECTIONS_PER_CLIENT = 8

@@ -10,10 +10,10 @@ import pytest
 import referencing
 from openapi_spec_validator import validate
 
-from feedsvc.openapi import NAME_PATTERN, WHITESPACE
-from feedsvc.resources.representation import CURSOR_PATTERN, decode_cursor, encode_cursor
-from feedsvc.resources.request import LINK_PATTERN, MAX_ID, text_field
-from feedsvc.schema import NAME_MAX_CHARS
+from feedsvc.api.openapi import NAME_PATTERN, WHITESPACE
+from feedsvc.api.resources.representation import CURSOR_PATTERN, decode_cursor, encode_cursor
+from feedsvc.api.resources.request import LINK_PATTERN, text_field
+from feedsvc.core.limits import MAX_ID, NAME_MAX_CHARS
 from tests.support.api import befriend, create_participant, publish
 
 OPERATIONS = {

@@ -6,11 +6,8 @@ from datetime import UTC, datetime
 import falcon.testing
 import pytest
 
-from feedsvc import database
-from feedsvc.app import create_app
-from feedsvc.feed import Feed
-from feedsvc.search import create_search
-from feedsvc.store import Store
+from feedsvc.compose.service import build_service, create_search
+from feedsvc.db import engines
 from tests.support.api import assert_error, befriend, create_participant, publish
 
 OCCURRED_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -171,6 +168,11 @@ class IndexThenFail:
 
     def __init__(self, search):
         self._search = search
+        self.outbox_sinks = search.outbox_sinks
+        self.index = search.index
+
+    def close(self):
+        self._search.close()
 
     def index_post(self, conn, post):
         self._search.index_post(conn, post)
@@ -184,16 +186,15 @@ def test_a_post_that_fails_midway_leaves_nothing_behind(api_config, client, row_
     bob = create_participant(client, "Bob")
     befriend(client, ada, bob)
     before = row_counts()
-    engine = database.create_engine(api_config)
+    engine = engines.create_engine(api_config)
+    search = IndexThenFail(create_search(api_config, engine))
+    failing = build_service(api_config, engine=engine, search=search, start_relay=False)
     try:
-        search = IndexThenFail(create_search(api_config, engine))
-        failing = falcon.testing.TestClient(create_app(api_config, Feed(Store(engine), search)))
-
-        result = failing.simulate_post(
+        result = falcon.testing.TestClient(failing.app).simulate_post(
             f"{ada['link']}/outbound", json={"subject": "Lost", "story": "vanishing"}
         )
     finally:
-        engine.dispose()
+        failing.close()
 
     assert_error(result, 500)
     assert row_counts() == before

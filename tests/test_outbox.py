@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
-from feedsvc.config import Config
-from feedsvc.database import create_engine, writer
-from feedsvc.feed import utc_now
-from feedsvc.outbox import OutboxRelay, OutboxRow, _Backoff, enqueue
-from feedsvc.schema import metadata, outbox, outbox_lease
+from feedsvc.adapters.outbox import OutboxRelay, _Backoff, backlog, enqueue
+from feedsvc.core.clock import utc_now
+from feedsvc.core.config import Config
+from feedsvc.core.protocols import OutboxRow
+from feedsvc.db.engines import create_engine, writer
+from feedsvc.db.tables import metadata, outbox_lease
 
 DEADLINE_SECONDS = 20.0
 
@@ -61,12 +62,6 @@ def post(engine: Engine, sink: str, numbers: range) -> None:
     with writer(engine).begin() as conn:
         for number in numbers:
             enqueue(conn, sink, str(number).encode(), key=str(number))
-
-
-def backlog(engine: Engine, sink: str) -> int:
-    with engine.connect() as conn:
-        query = select(func.count()).select_from(outbox).where(outbox.c.sink == sink)
-        return conn.execute(query).scalar_one()
 
 
 def wait_until(condition: Callable[[], bool]) -> None:

@@ -1,6 +1,6 @@
 """gthread with its pool exhausted: every queued write gets its 503 within one pool timeout.
 
-Reads have a connection per thread outside the pool (feedsvc.database.Reader); writes share it.
+Reads have a connection per thread outside the pool (feedsvc.db.statements.Reader); writes share it.
 """
 
 import concurrent.futures
@@ -9,7 +9,7 @@ import time
 
 import sqlalchemy as sa
 
-from tests.support.processes import request
+from loadtest.harness.gunicorn import request
 
 THREADS = 4
 QUEUED_REQUESTS = 16

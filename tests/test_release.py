@@ -1,16 +1,14 @@
 """One version, from the package metadata: the CLI, the OpenAPI document, /metrics and the log."""
 
 import subprocess
-import sys
 from importlib.metadata import version
 from pathlib import Path
 
 import orjson
 
-from tests.support.processes import GunicornServer
+from loadtest.harness.gunicorn import FEEDSVC, GunicornServer
 from tests.support.prometheus import sample
 
-FEEDSVC = Path(sys.executable).parent / "feedsvc"
 SETUP_CFG = Path(__file__).resolve().parents[1] / "setup.cfg"
 
 

@@ -6,24 +6,22 @@ that a post becomes findable, that delivery is idempotent, and that a lost index
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from feedsvc import database
-from feedsvc.config import Config
-from feedsvc.feed import Feed
-from feedsvc.outbox import OutboxRow
-from feedsvc.schema import outbox
-from feedsvc.search.embedded import SINK_NAME, EmbeddedSearch, index_file
-from feedsvc.store import Store
+from feedsvc.adapters.search.embedded import SINK_NAME, EmbeddedSearch, index_file
+from feedsvc.compose.schema import init_db
+from feedsvc.compose.service import build_service
+from feedsvc.core.config import Config
+from feedsvc.core.protocols import OutboxRow
+from feedsvc.db import engines
+from feedsvc.db.tables import outbox
+from loadtest.harness.gunicorn import FEEDSVC, REPO_ROOT
 from tests.support.api import create_participant, publish
-from tests.support.processes import REPO_ROOT
 
-FEEDSVC = Path(sys.executable).parent / "feedsvc"
 # Generous: the promise is one second under load; a contended test machine gets ten.
 FINDABLE_DEADLINE_SECONDS = 10.0
 
@@ -47,7 +45,7 @@ def test_a_post_becomes_findable_soon_after_it_is_acknowledged(client):
 @pytest.fixture
 def sqlite_config(tmp_path: Path) -> Config:
     config = Config.from_env({"FEED_DATA_DIR": str(tmp_path)})
-    database.init_db(config)
+    init_db(config)
     return config
 
 
@@ -60,18 +58,17 @@ def queued_rows(engine: sa.Engine) -> list[OutboxRow]:
 
 
 def test_a_post_is_queued_in_its_transaction_and_indexed_by_delivery(sqlite_config):
-    engine = database.create_engine(sqlite_config)
-    search = EmbeddedSearch(engine, sqlite_config.sqlite_synchronous)
+    # No relay runs here: the posts wait in the outbox, not in the index.
+    service = build_service(sqlite_config, start_relay=False)
+    feed, search = service.feed, service.search
     try:
-        feed = Feed(Store(engine), search)
         keen = feed.create_participant("Keen")
         casual = feed.create_participant("Casual")
         feed.social_broadcast(keen.id, "Fruit", "apple apple apple")
         feed.social_broadcast(casual.id, "Market", "apple banana cherry grape")
 
-        # No relay runs here: the posts wait in the outbox, not in the index.
         assert search.senders_matching("apple", 10) == []
-        rows = queued_rows(engine)
+        rows = queued_rows(service.engine)
         assert [row.key for row in rows] == ["1", "2"]
 
         (sink,) = search.outbox_sinks
@@ -82,28 +79,24 @@ def test_a_post_is_queued_in_its_transaction_and_indexed_by_delivery(sqlite_conf
         assert search.index.count() == 2
         assert search.senders_matching("banana", 10) == [casual.id]
     finally:
-        search.close()
-        engine.dispose()
+        service.close()
 
 
 def posts(config: Config, count: int) -> int:
     """Store `count` posts by one sender straight in the database; returns the sender's id."""
-    engine = database.create_engine(config)
-    search = EmbeddedSearch(engine, config.sqlite_synchronous)
+    service = build_service(config, start_relay=False)
     try:
-        feed = Feed(Store(engine), search)
-        sender = feed.create_participant("Prolific")
+        sender = service.feed.create_participant("Prolific")
         for number in range(count):
-            feed.social_broadcast(sender.id, "s", f"story number{number}")
+            service.feed.social_broadcast(sender.id, "s", f"story number{number}")
         return sender.id
     finally:
-        search.close()
-        engine.dispose()
+        service.close()
 
 
 def indexed(config: Config) -> tuple[int, list[int]]:
     """(posts in the index, senders found for the word of the last post)."""
-    engine = database.create_engine(config)
+    engine = engines.create_engine(config)
     search = EmbeddedSearch(engine, config.sqlite_synchronous)
     try:
         return search.index.count(), search.senders_matching("story", 10)
@@ -113,7 +106,7 @@ def indexed(config: Config) -> tuple[int, list[int]]:
 
 
 def delete_index_file(config: Config) -> None:
-    engine = database.create_engine(config)
+    engine = engines.create_engine(config)
     path = index_file(engine)
     engine.dispose()
     assert path.exists()
@@ -125,7 +118,7 @@ def test_an_index_file_deleted_by_hand_is_rebuilt_at_start(sqlite_config):
     sender_id = posts(sqlite_config, 30)
     delete_index_file(sqlite_config)
 
-    database.init_db(sqlite_config)
+    init_db(sqlite_config)
 
     assert indexed(sqlite_config) == (30, [sender_id])
 
@@ -150,14 +143,14 @@ def test_an_index_file_deleted_by_hand_is_rebuilt_by_reindex(sqlite_config, opti
 def test_init_db_moves_the_inline_index_of_older_versions_to_the_file(sqlite_config):
     sender_id = posts(sqlite_config, 5)
     delete_index_file(sqlite_config)
-    engine = database.create_engine(sqlite_config)
+    engine = engines.create_engine(sqlite_config)
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE VIRTUAL TABLE outbound_fts USING fts5(story)")
     engine.dispose()
 
-    database.init_db(sqlite_config)
+    init_db(sqlite_config)
 
-    engine = database.create_engine(sqlite_config)
+    engine = engines.create_engine(sqlite_config)
     try:
         assert "outbound_fts" not in sa.inspect(engine).get_table_names()
     finally:

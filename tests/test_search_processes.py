@@ -6,13 +6,12 @@ import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import sqlalchemy as sa
-
-from feedsvc import database
-from feedsvc.config import Config
-from feedsvc.schema import outbox
-from feedsvc.search.embedded import EmbeddedSearch, index_file
-from tests.support.processes import GunicornServer, killed_at_exit
+from feedsvc.adapters.outbox import backlog
+from feedsvc.adapters.search.embedded import EmbeddedSearch, index_file
+from feedsvc.core.config import Config
+from feedsvc.db import engines
+from loadtest.harness.gunicorn import GunicornServer
+from tests.support.processes import killed_at_exit
 
 POSTS = 120
 DEADLINE_SECONDS = 60.0
@@ -20,12 +19,10 @@ DEADLINE_SECONDS = 60.0
 
 def indexed_and_queued(config: Config) -> tuple[int, int]:
     """Posts in the search index, and posts still waiting for it in the outbox."""
-    engine = database.create_engine(config)
+    engine = engines.create_engine(config)
     search = EmbeddedSearch(engine, config.sqlite_synchronous)
     try:
-        with engine.connect() as conn:
-            queued = conn.execute(sa.select(sa.func.count()).select_from(outbox)).scalar_one()
-        return search.index.count(), queued
+        return search.index.count(), backlog(engine)
     finally:
         search.close()
         engine.dispose()
@@ -39,7 +36,7 @@ def test_posts_acknowledged_before_a_kill_9_of_every_process_are_all_indexed_aft
     gunicorn_server.wait_ready(workers=2)
     sender = gunicorn_server.request("POST", "/participant", {"name": "Doomed"}).json
     config = Config.from_env(env)
-    engine = database.create_engine(config)
+    engine = engines.create_engine(config)
     index_path = index_file(engine)
     engine.dispose()
     # The index file stays locked until the crash, so every post is still queued when it comes.

@@ -7,10 +7,10 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from feedsvc import database
-from feedsvc.schema import outbound
-from tests.support.elastic import FEEDSVC, environment, indexed_ids, wait_until_indexed
-from tests.support.processes import REPO_ROOT
+from feedsvc.db import engines
+from feedsvc.db.tables import outbound
+from loadtest.harness.gunicorn import FEEDSVC, REPO_ROOT
+from tests.support.elastic import environment, indexed_ids, wait_until_indexed
 from tests.support.prometheus import sample
 
 POSTS = 30
@@ -77,7 +77,7 @@ def test_reindex_since_sends_only_the_missing_posts_of_the_period(
             ).status_code
             == 200
         )
-    engine = database.create_engine(elastic_config)
+    engine = engines.create_engine(elastic_config)
     try:
         with engine.begin() as conn:  # posts 1-10 were made two hours ago
             conn.execute(

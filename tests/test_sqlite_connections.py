@@ -2,8 +2,9 @@
 
 import pytest
 
-from feedsvc import database
-from feedsvc.config import Config, ConfigError
+from feedsvc.compose.schema import init_db
+from feedsvc.core.config import Config, ConfigError
+from feedsvc.db import engines
 
 # PRAGMA synchronous reads back as a number.
 SYNCHRONOUS_LEVELS = {"normal": 1, "full": 2}
@@ -11,8 +12,8 @@ SYNCHRONOUS_LEVELS = {"normal": 1, "full": 2}
 
 def pragmas(environ: dict[str, str]) -> dict[str, object]:
     config = Config.from_env(environ)
-    database.init_db(config)
-    engine = database.create_engine(config)
+    init_db(config)
+    engine = engines.create_engine(config)
     try:
         with engine.connect() as conn:
             sqlite = conn.connection.driver_connection
@@ -29,7 +30,7 @@ def test_by_default_a_commit_is_on_disk_before_it_is_acknowledged(tmp_path):
         "journal_mode": "wal",
         "synchronous": SYNCHRONOUS_LEVELS["full"],
         "foreign_keys": 1,
-        "busy_timeout": database.SQLITE_BUSY_TIMEOUT_MS,
+        "busy_timeout": engines.SQLITE_BUSY_TIMEOUT_MS,
     }
 
 

@@ -6,14 +6,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from feedsvc import database
-from feedsvc.schema import outbound
-from feedsvc.store import Store
+from feedsvc.adapters.store import Store
+from feedsvc.db import engines
+from feedsvc.db.tables import outbound
 
 
 @pytest.fixture
 def engine(api_config):
-    engine = database.create_engine(api_config)
+    engine = engines.create_engine(api_config)
     yield engine
     engine.dispose()
 

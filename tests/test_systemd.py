@@ -11,17 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from feedsvc.config import Config
-from tests.support.processes import (
+from feedsvc.core.config import Config
+from loadtest.harness.gunicorn import (
     READY_PATH,
     REPO_ROOT,
     START_DEADLINE_SECONDS,
-    ClientLoop,
     child_pids,
-    free_port,
-    open_files,
     request,
 )
+from loadtest.harness.ports import free_port
+from tests.support.processes import ClientLoop, open_files
 from tests.support.systemd import (
     ENV_EXAMPLE,
     INSTALL_PREFIX,

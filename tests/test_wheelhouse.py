@@ -10,7 +10,9 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.support.processes import REPO_ROOT, GunicornServer, free_port, killed_at_exit
+from loadtest.harness.gunicorn import REPO_ROOT, GunicornServer
+from loadtest.harness.ports import free_port
+from tests.support.processes import killed_at_exit
 
 INSTALL_DEADLINE_S = 600
 LOCK = REPO_ROOT / "requirements" / "runtime.txt"

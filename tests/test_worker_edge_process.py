@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from feedsvc.resources.request import MAX_LIMIT
-from feedsvc.schema import STORY_MAX_CHARS
-from tests.support.processes import START_DEADLINE_SECONDS, GunicornServer, open_files
+from feedsvc.core.limits import MAX_LIMIT, STORY_MAX_CHARS
+from loadtest.harness.gunicorn import START_DEADLINE_SECONDS, GunicornServer
+from tests.support.processes import open_files
 
 WORKER_CLASSES = ["meinheld", "gthread"]
 # orjson writes a control character as \\u00XX: 6 bytes per character, the most any takes.

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from loadtest.mariadb import mariadb_installed
+from loadtest.harness.mariadb import mariadb_installed
 
 
 @pytest.fixture

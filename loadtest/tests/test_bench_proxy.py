@@ -7,8 +7,8 @@ import sys
 import orjson
 import pytest
 
-from loadtest.nginx import find_nginx
-from loadtest.server import REPO_ROOT
+from loadtest.harness.gunicorn import REPO_ROOT
+from loadtest.harness.nginx import find_nginx
 
 
 def test_bench_proxy_reports_both_paths_with_cpu_per_request(tmp_path):

@@ -7,7 +7,7 @@ import sys
 
 import orjson
 
-from loadtest.server import REPO_ROOT
+from loadtest.harness.gunicorn import REPO_ROOT
 
 
 def run(*command: str) -> subprocess.CompletedProcess:

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from loadtest.server import REPO_ROOT
+from loadtest.harness.gunicorn import REPO_ROOT
 
 
 def run(*command: str) -> subprocess.CompletedProcess:

@@ -7,14 +7,14 @@ import orjson
 import pytest
 
 from loadtest.generator import LoadPlan, run_load
-from loadtest.server import REPO_ROOT, GunicornServer
+from loadtest.harness.gunicorn import REPO_ROOT, GunicornServer
 
 SMOKE_SECONDS = 2.0
 
 
 @pytest.fixture(scope="module")
 def feed_server():
-    with GunicornServer(workers=2) as server:
+    with GunicornServer().serve({}, workers=2) as server:
         yield server
 
 

@@ -13,9 +13,11 @@ import falcon.testing
 import pytest
 import sqlalchemy as sa
 
-from feedsvc import database, schema
-from feedsvc.config import Config
-from feedsvc.wsgi import Service, build_service
+from feedsvc.adapters.outbox import backlog
+from feedsvc.compose.schema import init_db
+from feedsvc.compose.service import Service, build_service
+from feedsvc.core.config import Config
+from feedsvc.db import engines, tables
 
 RowCounts = Callable[[], dict[str, int]]
 DRAIN_DEADLINE_SECONDS = 60.0
@@ -28,7 +30,7 @@ NEXT_LINK_PATTERN = re.compile(r'<([^>]*)>\s*;\s*rel="?next"?')
 def api_config(tmp_path: Path, database_url: str) -> Config:
     """The service's settings on a fresh, initialised database, once per storage backend."""
     config = Config.from_env({"FEED_DATA_DIR": str(tmp_path), "FEED_DATABASE_URL": database_url})
-    database.init_db(config)
+    init_db(config)
     return config
 
 
@@ -48,10 +50,9 @@ def client(service: Service) -> falcon.testing.TestClient:
 
 def outbox_backlog(config: Config) -> int:
     """Rows the relay has yet to deliver, of every sink."""
-    engine = database.create_engine(config)
+    engine = engines.create_engine(config)
     try:
-        with engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(schema.outbox)).scalar_one()
+        return backlog(engine)
     finally:
         engine.dispose()
 
@@ -102,14 +103,14 @@ def row_counts(api_config: Config) -> RowCounts:
 
     def count_rows() -> dict[str, int]:
         wait_until_delivered(api_config)
-        engine = database.create_engine(api_config)
+        engine = engines.create_engine(api_config)
         try:
             with engine.connect() as conn:
                 return {
                     table.name: conn.execute(
                         sa.select(sa.func.count()).select_from(table)
                     ).scalar_one()
-                    for table in schema.metadata.sorted_tables
+                    for table in tables.metadata.sorted_tables
                 }
         finally:
             engine.dispose()

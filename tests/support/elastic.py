@@ -1,112 +1,22 @@
-"""An Elasticsearch-API server (noida-db) for the tests: free port, temporary data, stoppable."""
+"""Elasticsearch fixtures: the session's stand-in server (loadtest.harness.elastic), an index of
+each test's own, and the service wired to it."""
 
 from __future__ import annotations
 
 import functools
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 from elasticsearch import Elasticsearch
 
-from feedsvc import database
-from feedsvc.config import Config
-from feedsvc.wsgi import Service, build_service
+from feedsvc.compose.schema import init_db
+from feedsvc.compose.service import Service, build_service
+from feedsvc.core.config import Config
+from loadtest.harness.elastic import ElasticServer
 from tests.support.api import IndexedTestClient, wait_until_delivered
-
-FEEDSVC = Path(sys.executable).parent / "feedsvc"
-START_DEADLINE_SECONDS = 30.0
-STOP_DEADLINE_SECONDS = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def service_unavailable(reason: str) -> None:
-    """Without CI a missing backing service skips, with a reason; under CI=true it fails."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"Elasticsearch test server unavailable under CI: {reason}")
-    pytest.skip(f"Elasticsearch test server unavailable: {reason}")
-
-
-def noida_binary() -> Path:
-    import noida_db  # the wheel ships the server binary next to its Python launcher
-
-    return Path(noida_db.__file__).parent / "noida-db"
-
-
-class ElasticServer:
-    """One noida-db process serving only the Elasticsearch API; stop() and start() keep the data."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self._log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 -- closed in stop()
-        command = [
-            str(noida_binary()),
-            "start",
-            "--data-dir",
-            str(self.data_dir / "data"),
-            "--only",
-            "elasticsearch",
-            "--elasticsearch-port",
-            str(self.port),
-        ]
-        self._process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + START_DEADLINE_SECONDS
-        while not self._answers():
-            if self._process.poll() is not None:
-                raise RuntimeError(f"noida-db exited with {self._process.returncode}: {self.log()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"noida-db did not answer on {self.url}: {self.log()}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGINT)
-            try:
-                self._process.wait(STOP_DEADLINE_SECONDS)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def log(self) -> str:
-        path = self.data_dir / "server.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
-
-    def _answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url, timeout=1) as response:
-                return response.status == 200
-        except OSError:
-            return False
+from tests.support.unavailable import unavailable
 
 
 @pytest.fixture(scope="session")
@@ -116,7 +26,7 @@ def elastic_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Elastic
     try:
         server.start()
     except (ImportError, OSError, RuntimeError, TimeoutError) as error:
-        service_unavailable(f"{type(error).__name__}: {error}")
+        unavailable("Elasticsearch test server (noida-db)", f"{type(error).__name__}: {error}")
     yield server
     server.stop()
 
@@ -131,7 +41,7 @@ def elastic_config(tmp_path: Path, elastic_server: ElasticServer) -> Iterator[Co
             "FEED_SEARCH_INDEX": f"feed-test-{uuid.uuid4().hex}",
         }
     )
-    database.init_db(config)
+    init_db(config)
     yield config
     with Elasticsearch(elastic_server.url) as client:
         client.options(ignore_status=404).indices.delete(index=config.search_index)

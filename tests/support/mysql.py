@@ -8,14 +8,17 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
-from feedsvc import database, schema
-from feedsvc.config import Config
-from loadtest.mariadb import INSTALL_DB, MARIADBD, PrivateMariadb, mariadb_installed
+from feedsvc.compose.schema import init_db
+from feedsvc.core.config import Config
+from feedsvc.db import tables
+from loadtest.harness.mariadb import INSTALL_DB, MARIADBD, PrivateMariadb, mariadb_installed
+from tests.support.unavailable import unavailable
 
 # The shared server's test user, which scripts/ensure-mariadb creates: its password lives in this
 # option file only (never on a command line), and it may use databases named feedsvc_* only.
@@ -47,11 +50,8 @@ def shared_server_url() -> str | None:
 SHARED_SERVER_URL = shared_server_url()
 
 
-def mariadb_unavailable(reason: str) -> None:
-    """CI must have MariaDB, so there it fails; a developer without it gets a skip that says why."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"MariaDB required in CI: {reason}", pytrace=False)
-    pytest.skip(f"MariaDB not available ({reason}); run scripts/ensure-mariadb")
+def mariadb_unavailable(reason: str) -> NoReturn:
+    unavailable("MariaDB", f"{reason}; run scripts/ensure-mariadb")
 
 
 def server_url(database_name: str | None = None) -> URL:
@@ -84,7 +84,7 @@ def mariadb_database(mariadb_server: URL) -> Iterator[str]:
         conn.exec_driver_sql(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
     url = server_url(name).render_as_string(hide_password=False)
     try:
-        database.init_db(Config.from_env({"FEED_DATABASE_URL": url}))
+        init_db(Config.from_env({"FEED_DATABASE_URL": url}))
         yield url
     finally:
         with admin.connect() as conn:
@@ -110,7 +110,7 @@ def empty_tables(url: str) -> None:
             conn.exec_driver_sql("SET SESSION foreign_key_checks = 0")
             # TRUNCATE rebuilds the FULLTEXT index with this session's stopword setting.
             conn.exec_driver_sql("SET SESSION innodb_ft_enable_stopword = OFF")
-            for table in reversed(schema.metadata.sorted_tables):
+            for table in reversed(tables.metadata.sorted_tables):
                 conn.exec_driver_sql(f"TRUNCATE TABLE {table.name}")
     finally:
         engine.dispose()
@@ -140,7 +140,7 @@ def private_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Privat
     server.install()
     server.start()
     try:
-        database.init_db(Config.from_env({"FEED_DATABASE_URL": server.url}))
+        init_db(Config.from_env({"FEED_DATABASE_URL": server.url}))
         yield server
     finally:
         server.stop()

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from loadtest.nginx import NginxServer, find_nginx
-from loadtest.server import ServerError
-from tests.support.processes import HttpResponse, request
+from loadtest.harness.gunicorn import HttpResponse, ServerError, request
+from loadtest.harness.nginx import NginxServer, find_nginx
+from tests.support.unavailable import unavailable
 
 
 def nginx_binary() -> str:
     """nginx's path; CI must have it (scripts/setup installs it), elsewhere the test skips."""
     found = find_nginx()
     if found is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("nginx required in CI (scripts/setup installs it)", pytrace=False)
-        pytest.skip("nginx is not installed (scripts/setup installs it as root)")
+        unavailable("nginx", "not installed (scripts/setup installs it as root)")
     return found
 
 

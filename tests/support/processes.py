@@ -1,82 +1,32 @@
-"""Real gunicorn processes for tests: the run path on a free port, signalled as in production."""
+"""Real gunicorn processes in tests: the harness's server as a fixture, and clients that count
+every failed request while the processes are signalled."""
 
 from __future__ import annotations
 
 import contextlib
 import http.client
-import os
-import resource
 import select
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import TypeVar
 
-import orjson
 import pytest
 
+from loadtest.harness.gunicorn import (
+    READY_PATH,
+    START_DEADLINE_SECONDS,
+    STOP_DEADLINE_SECONDS,
+    GunicornServer,
+    HttpResponse,
+    request,
+)
 from tests.support.worker_app import WORKER_PID_HEADER
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-GUNICORN = Path(sys.executable).parent / "gunicorn"
-GUNICORN_CONFIG = REPO_ROOT / "config" / "gunicorn.conf.py"
-READY_PATH = "/ready"
 # The real service plus test-only extras (worker pid header, slow route): support/worker_app.py.
 WORKER_APP = "tests.support.worker_app:get_app()"
-START_DEADLINE_SECONDS = 60.0
-STOP_DEADLINE_SECONDS = 60.0
-# The master's child that is not a worker: the perf publisher (feedsvc.kafka.perf_supervisor).
-PERF_PUBLISHER_MODULE = b"feedsvc.kafka.perf_publisher"
-Server = TypeVar("Server", bound="GunicornServer")
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now (the kernel's pick for port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def runs_perf_publisher(pid: int) -> bool:
-    try:
-        return PERF_PUBLISHER_MODULE in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-
-
-def child_pids(parent: int) -> list[int]:
-    """Pids of the live processes whose parent is `parent`, read from /proc."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Fields after the parenthesised command name: state, ppid, ...
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) == parent and state != "Z":
-            children.append(int(entry.name))
-    return sorted(children)
-
-
-class HttpResponse:
-    """Status, headers and decoded JSON body of one request to a running server."""
-
-    def __init__(self, status: int, headers: http.client.HTTPMessage, body: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    @property
-    def json(self) -> Any:
-        return orjson.loads(self.body)
+Server = TypeVar("Server", bound=GunicornServer)
 
 
 def open_files(pid: int) -> list[str]:
@@ -86,165 +36,6 @@ def open_files(pid: int) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             targets.append(str(descriptor.readlink()))
     return targets
-
-
-def request(
-    port: int,
-    method: str,
-    path: str,
-    body: Any = None,
-    headers: Mapping[str, str] | None = None,
-) -> HttpResponse:
-    """One HTTP request to 127.0.0.1 on a fresh connection; a body is sent as JSON."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        headers = dict(headers or {})
-        payload = None
-        if body is not None:
-            payload = orjson.dumps(body)
-            headers["Content-Type"] = "application/json"
-        connection.request(method, path, body=payload, headers=headers)
-        response = connection.getresponse()
-        return HttpResponse(response.status, response.headers, response.read())
-    finally:
-        connection.close()
-
-
-class GunicornServer:
-    """One gunicorn master running config/gunicorn.conf.py on a free port, with its workers."""
-
-    def __init__(self, log_path: Path) -> None:
-        self.log_path = log_path
-        self.port = free_port()
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def data_dir(self) -> Path:
-        """FEED_DATA_DIR unless the test gave another one."""
-        return self.log_path.parent / "data"
-
-    @property
-    def pid(self) -> int:
-        """The master's pid."""
-        assert self._process is not None, "server not started"
-        return self._process.pid
-
-    def start(
-        self,
-        env: Mapping[str, str],
-        workers: int = 2,
-        app: str | None = None,
-        fd_limit: int | None = None,
-        gunicorn: Path = GUNICORN,
-        cwd: Path = REPO_ROOT,
-    ) -> None:
-        """Launch gunicorn as production does; inherited FEED_* variables never leak in.
-
-        `app` replaces the config's wsgi_app (a test-only app such as WORKER_APP); `fd_limit` is
-        the processes' RLIMIT_NOFILE, as systemd's LimitNOFILE= would set it; `gunicorn` and
-        `cwd` run another installation than this checkout's.
-        """
-        environ = {
-            key: value
-            for key, value in os.environ.items()
-            # RUNTIME_DIRECTORY (systemd) would give every instance the same control socket.
-            if not key.startswith("FEED_") and key != "RUNTIME_DIRECTORY"
-        }
-        environ.update(env)
-        # Its own data (and metrics) directory unless the test gives one.
-        environ.setdefault("FEED_DATA_DIR", str(self.data_dir))
-        environ["FEED_WORKERS"] = str(workers)
-        environ["FEED_BIND"] = f"127.0.0.1:{self.port}"
-        self._log = self.log_path.open("ab")
-        self._process = subprocess.Popen(
-            [str(gunicorn), "--config", str(GUNICORN_CONFIG), *([app] if app else [])],
-            cwd=cwd,
-            env=environ,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=None if fd_limit is None else lambda: _limit_fds(fd_limit),
-        )
-
-    def wait_ready(self, workers: int = 2, deadline: float = START_DEADLINE_SECONDS) -> None:
-        """Block until the service answers and `workers` workers run; fail if gunicorn exits."""
-        give_up = time.monotonic() + deadline
-        while time.monotonic() < give_up:
-            assert self._process is not None, "server not started"
-            if self._process.poll() is not None:
-                pytest.fail(f"gunicorn exited with {self._process.returncode}:\n{self.log()}")
-            if self._answers() and len(self.worker_pids()) == workers:
-                return
-            time.sleep(0.1)
-        pytest.fail(f"gunicorn not ready after {deadline} s:\n{self.log()}")
-
-    def worker_pids(self) -> list[int]:
-        return [pid for pid in child_pids(self.pid) if not runs_perf_publisher(pid)]
-
-    def publisher_pids(self) -> list[int]:
-        """The master's perf publisher (two for a moment while a HUP replaces it)."""
-        return [pid for pid in child_pids(self.pid) if runs_perf_publisher(pid)]
-
-    def request(
-        self, method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None
-    ) -> HttpResponse:
-        return request(self.port, method, path, body, headers)
-
-    def signal(self, signum: signal.Signals) -> None:
-        os.kill(self.pid, signum)
-
-    def signal_worker(self, worker: int, signum: signal.Signals) -> None:
-        assert worker in self.worker_pids(), f"{worker} is not one of this master's workers"
-        os.kill(worker, signum)
-
-    def stop(self, deadline: float = STOP_DEADLINE_SECONDS) -> int:
-        """Graceful shutdown with SIGTERM; returns gunicorn's exit code (killed if it hangs)."""
-        assert self._process is not None, "server not started"
-        if self._process.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout=deadline)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                pytest.fail(f"gunicorn ignored SIGTERM for {deadline} s:\n{self.log()}")
-        self._close_log()
-        return self._process.returncode
-
-    def kill(self) -> None:
-        """Last-resort cleanup: SIGKILL the master and any children (workers, publisher) it left."""
-        if self._process is None or self._process.poll() is not None:
-            self._close_log()
-            return
-        workers = child_pids(self.pid)
-        self._process.kill()
-        self._process.wait()
-        for worker in workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(worker, signal.SIGKILL)
-        self._close_log()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def _answers(self) -> bool:
-        try:
-            return self.request("GET", READY_PATH).status == 200
-        except OSError:
-            return False
-
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-
-def _limit_fds(limit: int) -> None:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
 
 class ClientLoop:

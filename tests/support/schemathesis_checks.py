@@ -19,8 +19,8 @@ from schemathesis.specs.openapi.checks import (
     positive_data_acceptance,
 )
 
-from feedsvc.config import DEFAULT_MAX_BODY_BYTES
-from feedsvc.resources.request import LINK_PATTERN
+from feedsvc.api.resources.request import LINK_PATTERN
+from feedsvc.core.config import DEFAULT_MAX_BODY_BYTES
 
 LINK = re.compile(LINK_PATTERN)
 UNKNOWN_PARTICIPANT = re.compile(r"participant ([0-9]+) does not exist")

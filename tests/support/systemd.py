@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import REPO_ROOT, GunicornServer, child_pids, killed_at_exit
+from loadtest.harness.gunicorn import REPO_ROOT, GunicornServer, child_pids
+from tests.support.processes import killed_at_exit
 
 SYSTEMD_DIR = REPO_ROOT / "systemd"
 SERVICE_UNIT = SYSTEMD_DIR / "feedsvc.service"

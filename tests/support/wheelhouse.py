@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import REPO_ROOT
+from loadtest.harness.gunicorn import REPO_ROOT
 
 # Downloads plus two C builds (mysqlclient, meinheld) on a contended machine: bounded, generously.
 BUILD_DEADLINE_S = 900

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from feedsvc.wsgi import get_app as get_service_app
+from feedsvc.compose.wsgi import get_app as get_service_app
 
 WORKER_PID_HEADER = "X-Test-Worker-Pid"
 # GET /test/sleep?seconds=N answers after N seconds: a request in flight, or a hung one.

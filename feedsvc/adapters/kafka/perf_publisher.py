@@ -1,0 +1,230 @@
+"""The host's perf publisher: one process, fed by every worker over the perf channel.
+
+`python -m feedsvc.adapters.kafka.perf_publisher FD HELD`, started and restarted by the gunicorn
+master (feedsvc.adapters.kafka.perf_supervisor) with the channel's receiving end as descriptor FD;
+HELD records were held by predecessors that died, and are counted here as dropped (the master
+counts none). One thread takes what the channel holds in one go, formats each record and hands it
+to kafka-python, whose own thread batches and sends them; the kernel's socket buffer is the only
+queue. Stops on TERM or INT (stop reading, flush for at most PUBLISHER_FLUSH_SECONDS) and when
+the channel ends (the master and all workers are gone).
+"""
+
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError, KafkaTimeoutError
+from prometheus_client import Counter
+
+from feedsvc.adapters.kafka.perf_channel import PUBLISHER_FLUSH_SECONDS, RECORD, ROUTES
+from feedsvc.adapters.kafka.perf_metrics import DROPPED, PUBLISHED, QUEUED
+from feedsvc.adapters.kafka.perf_records import perf_line
+from feedsvc.adapters.kafka.producers import close_quietly, create_producer
+from feedsvc.core.config import Config, ConfigError
+
+log = logging.getLogger(__name__)
+
+# Records handed to the producer and not yet acknowledged (its buffer has no bound of its own
+# in kafka-python 3.x); beyond this the publisher drops them instead of growing without end.
+MAX_UNACKNOWLEDGED = 20_000
+# Records taken off the channel before they go to the producer.
+READ_BATCH = 1024
+# How long the publisher waits for a quiet channel before it looks whether it should stop.
+POLL_SECONDS = 0.2
+# Once a record arrived, the publisher sleeps this long before it reads: a worker's send wakes
+# a waiting reader (tens of microseconds of the worker's CPU on a VM, measured), a sleeping one
+# not. So at most one send in this interval pays for a wake-up, and records reach Kafka at most
+# this much later. The channel must hold what arrives meanwhile: 550 records at Linux's default
+# buffer cap are 27,500 requests/s.
+GATHER_SECONDS = 0.02
+# At start, records wait in the channel this long at most for the topic's metadata.
+METADATA_WAIT_SECONDS = 5.0
+PRODUCER_SETTINGS = {
+    # Perf records are statistics: one acknowledgement is enough, no idempotence bookkeeping.
+    "acks": 1,
+    "enable_idempotence": False,
+    # Batch for up to 50 ms: thousands of tiny records per second become a few requests.
+    "linger_ms": 50,
+    # send() never waits for metadata: without it (broker down since start) a record fails at
+    # once and is counted, instead of holding up the channel for seconds per record.
+    "max_block_ms": 0,
+    "request_timeout_ms": 10_000,
+    # Give up on a record after 30 s: a dropped record is better than an unbounded backlog.
+    "delivery_timeout_ms": 30_000,
+}
+_LARGEST_DATAGRAM = 64
+
+
+class PerfPublisher:
+    """Reads perf records off the channel and publishes them to Kafka, best effort, counted."""
+
+    def __init__(self, receiver: socket.socket, bootstrap: Sequence[str], topic: str) -> None:
+        self._receiver = receiver
+        self._bootstrap = tuple(bootstrap)
+        self._topic = topic
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._unacknowledged = 0
+        self._finished = False
+        self._host = socket.gethostname().encode()
+        self._headers: dict[int, list[tuple[str, bytes]]] = {}
+        self._dropped_backlog = DROPPED.labels("backlog")
+        self._dropped_failed = DROPPED.labels("send_failed")
+        self._dropped_exit = DROPPED.labels("publisher_exit")
+
+    def stop(self) -> None:
+        """Stop reading; run() then flushes what it read and returns. Safe in a signal handler."""
+        self._stopping.set()
+
+    def run(self) -> None:
+        """Publish until stopped or the channel ends; what Kafka did not acknowledge is counted."""
+        producer = create_producer(self._bootstrap, **PRODUCER_SETTINGS)
+        # Shared with the master's copy and a successor's: every reader waits in select().
+        self._receiver.setblocking(False)
+        try:
+            self._await_metadata(producer)
+            ended = False
+            while not (ended or self._stopping.is_set()):
+                if not select.select([self._receiver], [], [], POLL_SECONDS)[0]:
+                    continue
+                time.sleep(GATHER_SECONDS)
+                ended = self._drain(producer)
+            try:
+                producer.flush(timeout=PUBLISHER_FLUSH_SECONDS)
+            except KafkaError as error:
+                log.warning("perf records not all acknowledged before stopping: %s", error)
+        finally:
+            close_quietly(producer, timeout=0)
+            # Unacknowledged: dropped, and no late callback counts them again.
+            with self._lock:
+                left, self._unacknowledged, self._finished = self._unacknowledged, 0, True
+            if left:
+                self._dropped_exit.inc(left)
+                QUEUED.dec(left)
+
+    def _await_metadata(self, producer: KafkaProducer) -> None:
+        """Let records wait in the channel until the topic is known, bounded, so none fails."""
+        give_up = time.monotonic() + METADATA_WAIT_SECONDS
+        while not self._stopping.is_set() and time.monotonic() < give_up:
+            try:
+                producer.partitions_for(self._topic)
+            except KafkaTimeoutError:
+                time.sleep(0.05)
+            else:
+                return
+        log.warning(
+            "no metadata for topic %s yet: records fail until the broker answers", self._topic
+        )
+
+    def _drain(self, producer: KafkaProducer) -> bool:
+        """Publish all the channel holds now; True once it ended."""
+        while True:
+            datagrams, ended = self._read_available()
+            for datagram in datagrams:
+                self._publish(producer, datagram)
+            if ended or len(datagrams) < READ_BATCH:
+                return ended
+
+    def _read_available(self) -> tuple[list[bytes], bool]:
+        """Up to READ_BATCH records the channel holds now, and whether it ended."""
+        datagrams: list[bytes] = []
+        ended = False
+        while len(datagrams) < READ_BATCH:
+            try:
+                datagram = self._receiver.recv(_LARGEST_DATAGRAM)
+            except BlockingIOError:  # empty, or another publisher took it first
+                break
+            if not datagram:
+                log.info("perf channel closed: every sender is gone")
+                ended = True
+                break
+            datagrams.append(datagram)
+        if datagrams:
+            # Held from here: a publisher killed now loses them, and the master counts them.
+            with self._lock:
+                self._unacknowledged += len(datagrams)
+            QUEUED.inc(len(datagrams))
+        return datagrams, ended
+
+    def _publish(self, producer: KafkaProducer, datagram: bytes) -> None:
+        with self._lock:
+            over = self._unacknowledged > MAX_UNACKNOWLEDGED
+        if over:
+            self._settle(self._dropped_backlog)
+            return
+        pid, started, duration, route = RECORD.unpack(datagram)
+        try:
+            future = producer.send(
+                self._topic, value=perf_line(started, *ROUTES[route], duration),
+                headers=self._headers_of(pid),
+            )  # fmt: skip
+        except KafkaError as error:
+            self._settle(self._dropped_failed)
+            log.debug("perf record not sent: %s", error)
+            return
+        future.add_callback(self._acknowledged)
+        future.add_errback(self._failed)
+
+    def _headers_of(self, pid: int) -> list[tuple[str, bytes]]:
+        """Which worker served the request, as record headers: the value keeps its format."""
+        headers = self._headers.get(pid)
+        if headers is None:
+            headers = self._headers[pid] = [("host", self._host), ("pid", str(pid).encode())]
+        return headers
+
+    def _settle(self, outcome: Counter) -> None:
+        """A held record is done with: published or dropped, it leaves the queued gauge."""
+        with self._lock:
+            if self._finished:
+                return
+            self._unacknowledged -= 1
+        QUEUED.dec()
+        outcome.inc()
+
+    def _acknowledged(self, _metadata: object) -> None:
+        self._settle(PUBLISHED)
+
+    def _failed(self, error: Exception) -> None:
+        self._settle(self._dropped_failed)
+        log.debug("perf record not delivered: %s", error)
+
+
+def main(argv: Sequence[str] = sys.argv[1:]) -> int:
+    try:
+        config = Config.from_env()
+    except ConfigError as error:
+        print(f"feedsvc perf publisher: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format=f"[%(asctime)s] [{os.getpid()}] [%(levelname)s] perf publisher: %(message)s",
+    )
+    receiver = socket.socket(fileno=int(argv[0]))
+    held_by_predecessors = int(argv[1])
+    if held_by_predecessors:
+        DROPPED.labels("publisher_exit").inc(held_by_predecessors)
+    publisher = PerfPublisher(receiver, config.kafka_bootstrap, config.kafka_perf_topic)
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        publisher.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    # A terminal's hang-up reaches the whole process group; only the master acts on HUP.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    log.info("publishing to %s", config.kafka_perf_topic)
+    publisher.run()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Storage on SQLAlchemy Core: every statement is built once, at import, and portable SQL.
+
+Statements are compiled once per engine and run on the DB-API cursor (`Reader`, `run_in`).
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    union_all,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+
+from feedsvc.adapters.idempotency import Responses
+from feedsvc.core.model import Friendship, Participant, Post
+from feedsvc.db.engines import writer
+from feedsvc.db.statements import CompiledQuery, Reader, run_in
+from feedsvc.db.tables import friendship, inbound, outbound, participant
+
+_INSERT_PARTICIPANT = insert(participant).values(name=bindparam("name"))
+_SELECT_PARTICIPANT = select(participant.c.id, participant.c.name).where(
+    participant.c.id == bindparam("id")
+)
+
+_SELECT_PAIR = select(friendship.c.id).where(
+    friendship.c.low_id == bindparam("low_id"), friendship.c.high_id == bindparam("high_id")
+)
+# The pair is inserted only when both participants exist and it does not yet: no separate
+# checks, no extra round trips.
+_LOW = participant.alias("low")
+_HIGH = participant.alias("high")
+_INSERT_PAIR = insert(friendship).from_select(
+    ["low_id", "high_id"],
+    select(_LOW.c.id, _HIGH.c.id).where(
+        _LOW.c.id == bindparam("low_id"),
+        _HIGH.c.id == bindparam("high_id"),
+        ~exists(_SELECT_PAIR),
+    ),
+)
+
+
+def _friends_union(participant_id: object, outbound_id: object | None = None) -> object:
+    """Both halves of the symmetric friendship table: (friendship id or post id, friend id) rows."""
+    key = friendship.c.id if outbound_id is None else outbound_id
+    return union_all(
+        select(key.label("id"), friendship.c.high_id.label("friend_id")).where(
+            friendship.c.low_id == participant_id
+        ),
+        select(key.label("id"), friendship.c.low_id.label("friend_id")).where(
+            friendship.c.high_id == participant_id
+        ),
+    )
+
+
+_FRIENDS = _friends_union(bindparam("participant_id")).subquery()
+_SELECT_FRIENDS = select(_FRIENDS.c.id, _FRIENDS.c.friend_id).order_by(_FRIENDS.c.id)
+
+# The post is inserted only when its sender exists: no separate check, no extra round trip.
+_INSERT_OUTBOUND = insert(outbound).from_select(
+    ["sender_id", "occurred", "subject", "story"],
+    select(
+        participant.c.id,
+        bindparam("occurred", type_=outbound.c.occurred.type),
+        bindparam("subject", type_=outbound.c.subject.type),
+        bindparam("story", type_=outbound.c.story.type),
+    ).where(participant.c.id == bindparam("sender_id")),
+)
+# The social broadcast in one set-based statement: the friend list never leaves the database.
+_FAN_OUT_ROWS = _friends_union(bindparam("sender_id"), bindparam("outbound_id", type_=BigInteger))
+_FAN_OUT = insert(inbound).from_select(["outbound_id", "recipient_id"], _FAN_OUT_ROWS)
+
+_POST_COLUMNS = (
+    outbound.c.id,
+    outbound.c.sender_id,
+    outbound.c.occurred,
+    outbound.c.subject,
+    outbound.c.story,
+)
+_OUTBOUND_PAGE = (
+    select(*_POST_COLUMNS)
+    .where(outbound.c.sender_id == bindparam("participant_id"), outbound.c.id < bindparam("before"))
+    .order_by(outbound.c.id.desc())
+    .limit(bindparam("limit"))
+)
+_INBOUND_PAGE = (
+    select(*_POST_COLUMNS)
+    .select_from(inbound.join(outbound, outbound.c.id == inbound.c.outbound_id))
+    .where(
+        inbound.c.recipient_id == bindparam("participant_id"),
+        inbound.c.outbound_id < bindparam("before"),
+    )
+    .order_by(inbound.c.outbound_id.desc())
+    .limit(bindparam("limit"))
+)
+
+# Every post in id order, a batch at a time: for rebuilding a search index.
+_POSTS_AFTER = (
+    select(*_POST_COLUMNS)
+    .where(outbound.c.id > bindparam("after"))
+    .order_by(outbound.c.id)
+    .limit(bindparam("limit"))
+)
+_POST_COUNT = select(func.count()).select_from(outbound)
+_NEWEST_POST_ID = select(func.coalesce(func.max(outbound.c.id), 0))
+# A scan (occurred has no index): for operator commands, never for requests.
+_FIRST_POST_ID_SINCE = select(func.coalesce(func.min(outbound.c.id), 0)).where(
+    outbound.c.occurred >= bindparam("since")
+)
+_PING = select(literal(1))
+
+
+def _as_datetime(value: datetime | str) -> datetime:
+    """MySQL drivers return datetimes; SQLite keeps the ISO text SQLAlchemy wrote."""
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def _post(row: tuple[Any, ...]) -> Post:
+    post_id, sender_id, occurred, subject, story = row
+    return Post(post_id, sender_id, _as_datetime(occurred), subject, story)
+
+
+class CommitOutcomeUnknown(Exception):
+    """The connection to a database server broke during COMMIT: the write may or may not be in."""
+
+
+class Store:
+    """The feed's tables behind intention-revealing methods; callers never write SQL."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._writer = writer(engine)
+        # A failed COMMIT of the embedded SQLite is a rollback; a server's may have committed.
+        self._commit_can_be_lost = engine.dialect.name != "sqlite"
+        self.responses = Responses(engine)
+        self._reader = Reader(engine)
+        self._participant = CompiledQuery(engine, _SELECT_PARTICIPANT)
+        self._friends = CompiledQuery(engine, _SELECT_FRIENDS)
+        self._outbound_page = CompiledQuery(engine, _OUTBOUND_PAGE)
+        self._inbound_page = CompiledQuery(engine, _INBOUND_PAGE)
+        self._posts_after = CompiledQuery(engine, _POSTS_AFTER)
+        self._post_count = CompiledQuery(engine, _POST_COUNT)
+        self._newest_post_id = CompiledQuery(engine, _NEWEST_POST_ID)
+        self._first_post_id_since = CompiledQuery(engine, _FIRST_POST_ID_SINCE)
+        self._ping = CompiledQuery(engine, _PING)
+        self._insert_participant = CompiledQuery(engine, _INSERT_PARTICIPANT)
+        self._select_pair = CompiledQuery(engine, _SELECT_PAIR)
+        self._insert_pair = CompiledQuery(engine, _INSERT_PAIR)
+        self._insert_outbound = CompiledQuery(engine, _INSERT_OUTBOUND)
+        self._fan_out = CompiledQuery(engine, _FAN_OUT)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction: everything done on the connection commits together or not at all.
+
+        Raises CommitOutcomeUnknown when a server connection fails during the COMMIT itself.
+        """
+        committing = False
+        try:
+            with self._writer.begin() as conn:
+                yield conn
+                committing = True
+        except DBAPIError as error:
+            if committing and self._commit_can_be_lost:
+                raise CommitOutcomeUnknown(str(error.orig)) from error
+            raise
+
+    def ping(self) -> None:
+        self._reader.rows(self._ping, {})
+
+    def insert_participant(self, conn: Connection, name: str) -> Participant:
+        participant_id = run_in(conn, self._insert_participant, {"name": name}).lastrowid
+        return Participant(id=participant_id, name=name)
+
+    def participant(self, participant_id: int) -> Participant | None:
+        rows = self._reader.rows(self._participant, {"id": participant_id})
+        return Participant(*rows[0]) if rows else None
+
+    def friendship_id(self, low_id: int, high_id: int) -> int | None:
+        rows = self._reader.rows(self._select_pair, {"low_id": low_id, "high_id": high_id})
+        return rows[0][0] if rows else None
+
+    def insert_friendship(self, conn: Connection, low_id: int, high_id: int) -> int | None:
+        """The new friendship's id; None, with nothing written, when it exists or a participant
+        does not."""
+        cursor = run_in(conn, self._insert_pair, {"low_id": low_id, "high_id": high_id})
+        return cursor.lastrowid if cursor.rowcount else None
+
+    def friendships(self, participant_id: int) -> list[Friendship]:
+        rows = self._reader.rows(self._friends, {"participant_id": participant_id})
+        return [
+            Friendship(friendship_id, participant_id, friend_id)
+            for friendship_id, friend_id in rows
+        ]
+
+    def insert_outbound(
+        self, conn: Connection, sender_id: int, occurred: datetime, subject: str, story: str
+    ) -> Post | None:
+        """The stored post; None, with nothing written, when the sender does not exist."""
+        values = {"sender_id": sender_id, "occurred": occurred, "subject": subject, "story": story}
+        cursor = run_in(conn, self._insert_outbound, values)
+        return Post(id=cursor.lastrowid, **values) if cursor.rowcount else None
+
+    def fan_out(self, conn: Connection, post: Post) -> int:
+        """Deliver a post to the inbound of every current friend of its sender; returns how many."""
+        params = {"sender_id": post.sender_id, "outbound_id": post.id}
+        return run_in(conn, self._fan_out, params).rowcount
+
+    def outbound_page(self, participant_id: int, before: int, limit: int) -> list[Post]:
+        params = {"participant_id": participant_id, "before": before, "limit": limit}
+        return [_post(row) for row in self._reader.rows(self._outbound_page, params)]
+
+    def inbound_page(self, participant_id: int, before: int, limit: int) -> list[Post]:
+        params = {"participant_id": participant_id, "before": before, "limit": limit}
+        return [_post(row) for row in self._reader.rows(self._inbound_page, params)]
+
+    def posts_after(self, after: int, limit: int) -> list[Post]:
+        """Posts with ids above `after`, oldest first: walks the whole table a batch at a time."""
+        rows = self._reader.rows(self._posts_after, {"after": after, "limit": limit})
+        return [_post(row) for row in rows]
+
+    def post_count(self) -> int:
+        return self._reader.rows(self._post_count, {})[0][0]
+
+    def newest_post_id(self) -> int:
+        return self._reader.rows(self._newest_post_id, {})[0][0]
+
+    def first_post_id_since(self, since: datetime) -> int:
+        """The id of the first post made at or after `since`; 0 when there is none."""
+        return self._reader.rows(self._first_post_id_since, {"since": since})[0][0]

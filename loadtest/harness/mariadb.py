@@ -1,0 +1,169 @@
+"""A private mariadbd (free port, temporary data directory) for benchmarks and tests; no pytest."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from loadtest.harness.ports import free_port
+
+MARIADBD = "/usr/sbin/mariadbd"
+INSTALL_DB = "mariadb-install-db"
+# A small server: the tests need correctness, not a buffer pool.
+SMALL_SERVER_OPTIONS = ("--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M")
+# A benchmark's server keeps its working set in memory, as a production one does.
+BENCH_SERVER_OPTIONS = ("--innodb-buffer-pool-size=256M", "--innodb-log-file-size=64M")
+START_DEADLINE_S = 30.0
+STOP_DEADLINE_S = 30.0
+CREATE_FEED_DATABASE = "CREATE DATABASE IF NOT EXISTS feed CHARACTER SET utf8mb4"
+
+
+def mariadb_installed() -> bool:
+    return shutil.which(INSTALL_DB) is not None and Path(MARIADBD).exists()
+
+
+class PrivateMariadb:
+    """A mariadbd of its own, on a free port and a temporary data directory."""
+
+    def __init__(self, base_dir: Path, options: Sequence[str] = SMALL_SERVER_OPTIONS) -> None:
+        self.base_dir = base_dir
+        self.data_dir = base_dir / "data"
+        self.log_path = base_dir / "mariadbd.log"
+        self.socket_path = base_dir / "mariadbd.sock"
+        self.options = tuple(options)
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return self.database_url("feed")
+
+    def database_url(self, database: str, port: int | None = None) -> str:
+        """The URL of one database here, optionally through another port (a proxy's)."""
+        return f"mysql+mysqldb://root@127.0.0.1:{port or self.port}/{database}"
+
+    def install(self) -> None:
+        subprocess.run(
+            [
+                INSTALL_DB,
+                "--no-defaults",
+                f"--datadir={self.data_dir}",
+                "--skip-test-db",
+                "--auth-root-authentication-method=normal",
+                f"--user={_user()}",
+                *self.options,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+        )
+
+    def start(self) -> None:
+        assert self.process is None, "already running"
+        self.process = subprocess.Popen(
+            [
+                MARIADBD,
+                "--no-defaults",
+                f"--datadir={self.data_dir}",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                f"--socket={self.socket_path}",
+                f"--user={_user()}",
+                "--skip-grant-tables",
+                "--skip-log-bin",
+                f"--log-error={self.log_path}",
+                f"--pid-file={self.data_dir / 'mariadbd.pid'}",
+                *self.options,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._wait_until_answering()
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Stop it (SIGTERM: clean shutdown; SIGKILL: a crash) and wait until it has exited."""
+        if self.process is None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(STOP_DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def create_database(self, name: str) -> str:
+        """An empty utf8mb4 database (dropped first if it exists); returns its URL."""
+        engine = sa.create_engine(self.database_url(""), poolclass=sa.NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+                conn.exec_driver_sql(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+        finally:
+            engine.dispose()
+        return self.database_url(name)
+
+    def _wait_until_answering(self) -> None:
+        engine = sa.create_engine(
+            self.database_url(""), connect_args={"connect_timeout": 1}, poolclass=sa.NullPool
+        )
+        deadline = time.monotonic() + START_DEADLINE_S
+        try:
+            while True:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"mariadbd exited: {self._log_tail()}")
+                try:
+                    with engine.connect() as conn:
+                        conn.exec_driver_sql(CREATE_FEED_DATABASE)
+                    return
+                except sa.exc.OperationalError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"mariadbd not answering: {self._log_tail()}") from None
+                    time.sleep(0.1)
+        finally:
+            engine.dispose()
+
+    def _log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-2000:]
+        except OSError:
+            return "(no log)"
+
+
+class ScratchMariadb(PrivateMariadb):
+    """A private server in a directory of its own, installed, started, stopped and removed."""
+
+    def __init__(self, options: Sequence[str] = BENCH_SERVER_OPTIONS) -> None:
+        super().__init__(Path(tempfile.mkdtemp(prefix="feedsvc-mariadbd-")), options)
+
+    def __enter__(self) -> ScratchMariadb:
+        if not mariadb_installed():
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+            raise RuntimeError(f"{MARIADBD} or {INSTALL_DB} missing; run scripts/ensure-mariadb")
+        try:
+            self.install()
+            self.start()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+def _user() -> str:
+    """mariadbd refuses to run as root unless told to, and then runs as the current user."""
+    return pwd.getpwuid(os.getuid()).pw_name
