@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import ctypes
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import time
 from collections import deque
 
 from loadtest.harness.gunicorn import REPO_ROOT
+from loadtest.harness.process import stop_process
 from loadtest.machine import process_cpu_seconds
 
 READY_TIMEOUT_SECONDS = 30.0
@@ -233,12 +235,7 @@ class DelayProxy:
         process, self.process = self.process, None
         if process is None:
             return
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, signal.SIGTERM, STOP_TIMEOUT_SECONDS)
         if process.stdout is not None:
             process.stdout.close()
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 NOT_INSTALLED = "matplotlib is not installed (pip install -e '.[plot]'): no plot drawn"
 
@@ -17,3 +19,12 @@ def pyplot() -> ModuleType | None:
     except ImportError:
         return None
     return plt
+
+
+def save_figure(plt: ModuleType, figure: Any, path: Path, title: str) -> str:
+    """Title, lay out, write and close a benchmark's figure; returns the line that names it."""
+    figure.suptitle(title, fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return f"plot: {path}"

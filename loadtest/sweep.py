@@ -28,7 +28,7 @@ from loadtest.harness.gunicorn import (
     backend_label,
 )
 from loadtest.machine import describe_machine, machine_line
-from loadtest.plotting import NOT_INSTALLED, pyplot
+from loadtest.plotting import NOT_INSTALLED, pyplot, save_figure
 from loadtest.remote import remote_links
 from loadtest.report import format_table, write_hgrm
 from loadtest.scenarios import MODES, MODES_NEEDING_WORLD, World
@@ -84,11 +84,7 @@ def draw_plot(
     axis.set_yscale("log")
     axis.grid(True, which="both", alpha=0.3)
     axis.legend()
-    figure.suptitle(title, fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return f"plot: {path}"
+    return save_figure(plt, figure, path, title)
 
 
 def run_step(server: GunicornServer, world: World, args: argparse.Namespace, rate: float | None,

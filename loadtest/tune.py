@@ -18,7 +18,7 @@ import orjson
 from loadtest.generator import LoadPlan, LoadResult, run_load
 from loadtest.harness.gunicorn import REPO_ROOT, GunicornServer, ServerError, backend_label
 from loadtest.machine import describe_machine, machine_line
-from loadtest.plotting import NOT_INSTALLED, pyplot
+from loadtest.plotting import NOT_INSTALLED, pyplot, save_figure
 from loadtest.remote import RemoteLink, remote_links
 from loadtest.report import format_table
 from loadtest.scenarios import MODES, MODES_NEEDING_WORLD, World
@@ -188,11 +188,7 @@ def draw_plot(path: Path, rows: Sequence[SweepRow], chosen: int | None, title: s
         throughput_axis.axvline(chosen, color="gray", linestyle=":", label=f"FEED_WORKERS={chosen}")
         throughput_axis.legend(loc="lower right")
     throughput_axis.set_xticks(workers)
-    figure.suptitle(title, fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return f"plot: {path}"
+    return save_figure(plt, figure, path, title)
 
 
 def main(argv: list[str] | None = None) -> int:

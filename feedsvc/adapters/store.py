@@ -67,7 +67,7 @@ _FRIENDS = _friends_union(bindparam("participant_id")).subquery()
 _SELECT_FRIENDS = select(_FRIENDS.c.id, _FRIENDS.c.friend_id).order_by(_FRIENDS.c.id)
 
 # The post is inserted only when its sender exists: no separate check, no extra round trip.
-_INSERT_OUTBOUND = insert(outbound).from_select(
+_INSERT_POST = insert(outbound).from_select(
     ["sender_id", "occurred", "subject", "story"],
     select(
         participant.c.id,
@@ -155,7 +155,7 @@ class Store:
         self._insert_participant = CompiledQuery(engine, _INSERT_PARTICIPANT)
         self._select_pair = CompiledQuery(engine, _SELECT_PAIR)
         self._insert_pair = CompiledQuery(engine, _INSERT_PAIR)
-        self._insert_outbound = CompiledQuery(engine, _INSERT_OUTBOUND)
+        self._insert_outbound = CompiledQuery(engine, _INSERT_POST)
         self._fan_out = CompiledQuery(engine, _FAN_OUT)
 
     @contextmanager
@@ -202,7 +202,7 @@ class Store:
             for friendship_id, friend_id in rows
         ]
 
-    def insert_outbound(
+    def insert_post(
         self, conn: Connection, sender_id: int, occurred: datetime, subject: str, story: str
     ) -> Post | None:
         """The stored post; None, with nothing written, when the sender does not exist."""

@@ -17,6 +17,7 @@ from feedsvc.adapters.store import Store
 from feedsvc.compose import nginx
 from feedsvc.compose.schema import init_db
 from feedsvc.compose.service import create_search
+from feedsvc.core.clock import utc_now
 from feedsvc.core.config import Config, ConfigError
 from feedsvc.core.version import release
 from feedsvc.db.engines import create_engine
@@ -136,8 +137,8 @@ def reindex_command(config: Config, args: argparse.Namespace) -> None:
 
 def reconcile_since(store: Store, index: ElasticIndex, since: timedelta) -> None:
     """Send the index the posts of the period that it is missing; the others are left alone."""
+    # Imported here, like the Elasticsearch client it needs: only this command uses it.
     from feedsvc.adapters.search.reconcile import resend_missing
-    from feedsvc.core.clock import utc_now
 
     first_id = store.first_post_id_since(utc_now() - since)
     checked = resent = 0

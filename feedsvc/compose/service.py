@@ -40,9 +40,9 @@ class Service:
 def create_search(config: Config, engine: Engine) -> SearchBackend:
     """The search backend this configuration asks for; only the chosen one is imported."""
     if config.search_urls:
-        from feedsvc.adapters.search.elastic import ElasticSearch, create_client
+        from feedsvc.adapters.search.elastic import ElasticsearchSearch, create_client
 
-        return ElasticSearch(create_client(config.search_urls), config.search_index)
+        return ElasticsearchSearch(create_client(config.search_urls), config.search_index)
     if config.is_sqlite:
         from feedsvc.adapters.search.embedded import EmbeddedSearch
 
@@ -88,10 +88,10 @@ def build_service(
         relay.start()
     if config.search_urls and config.search_reconcile_interval_s:
         # Imported only here, like the Elasticsearch backend it checks.
-        from feedsvc.adapters.search.elastic import ElasticSearch
+        from feedsvc.adapters.search.elastic import ElasticsearchSearch
         from feedsvc.adapters.search.reconcile import LOCK_FILE, SearchReconciler
 
-        assert isinstance(search, ElasticSearch)
+        assert isinstance(search, ElasticsearchSearch)
         reconciler = SearchReconciler(
             store, search.index, config.search_reconcile_interval_s, config.metrics_dir / LOCK_FILE
         )

@@ -34,8 +34,8 @@ MIN_TIMEOUT_S = 2
 # In-flight requests get this long to finish on TERM, HUP and worker recycling.
 DEFAULT_GRACEFUL_TIMEOUT_S = 30
 # Each worker is replaced after about this many requests, which bounds slow leaks; the jitter
-# spreads the restarts so workers never recycle all at once. A worker serves 5,000-20,000
-# requests a second at full load, so a smaller bound would cost a fork and a new app every second.
+# spreads the restarts so workers never recycle all at once. A worker at full load serves
+# thousands of requests a second, so a much smaller bound would cost a fork and a new app often.
 DEFAULT_MAX_REQUESTS = 1_000_000
 DEFAULT_MAX_REQUESTS_JITTER = 50_000
 CONTROL_SOCKET_OFF = "off"
@@ -60,8 +60,9 @@ DEFAULT_ACCESS_LOG = "all"
 # A request taking this long is logged under FEED_ACCESS_LOG=errors even when it succeeded.
 DEFAULT_SLOW_REQUEST_MS = 1000
 # SQLite's PRAGMA synchronous. full: a commit reaches the disk before the client is answered, so
-# an acknowledged write survives a power loss; normal: about 45% more posts per second here, but
-# the last commits before a power loss or kernel crash may be lost (a process crash loses none).
+# an acknowledged write survives a power loss; normal: more posts per second (README:
+# Configuration), but the last commits before a power loss or kernel crash may be lost (a
+# process crash loses none).
 SQLITE_SYNCHRONOUS_MODES = ("full", "normal")
 DEFAULT_SQLITE_SYNCHRONOUS = "full"
 DEFAULT_KAFKA_PERF_TOPIC = "feed"

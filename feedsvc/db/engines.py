@@ -18,7 +18,8 @@ from feedsvc.db.statements import share_read_connections
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
-# Longest pause between two tries for SQLite's write lock; a write transaction takes about 0.5 ms.
+# Longest pause between two tries for SQLite's write lock: about as long as a write transaction
+# holds it (README: Load test and benchmarks).
 SQLITE_LOCK_RETRY_MAX_S = 0.0005
 WRITE_OPTION = "feed_write"
 # A write that waits this long for a row lock gives up and is retried (InnoDB's default is 50 s);
@@ -165,8 +166,8 @@ def sqlite_engine(url: str, synchronous: str) -> Engine:
 
 def _begin_immediate_soon(connection: sqlite3.Connection) -> bool:
     """Take the write lock by our own quick retries: SQLite's busy handler sleeps 1, 2, 5, 10 ...
-    100 ms between tries and keeps losing to newcomers, which made the p99 of posts 40 ms at half
-    load. False when the lock stayed taken for the whole busy timeout."""
+    100 ms between tries and keeps losing to newcomers, which made the p99 of posts at half load
+    many times their median. False when the lock stayed taken for the whole busy timeout."""
     connection.execute("PRAGMA busy_timeout=0")
     try:
         return _when_unlocked(connection, "BEGIN IMMEDIATE")

@@ -55,7 +55,7 @@ def run_in(conn: Connection, query: CompiledQuery, params: Mapping[str, Any]) ->
     """Run a compiled statement in the caller's transaction, straight on its DB-API cursor.
 
     A post runs four statements while it holds SQLite's write lock; SQLAlchemy's per-execution
-    work was 40% of that time. Returns the cursor, for rowcount, lastrowid or fetchone().
+    work was a large share of that time. Returns the cursor, for rowcount, lastrowid or fetchone().
     """
     pooled = conn.connection
     try:

@@ -144,7 +144,7 @@ class Feed:
         """Store a post, deliver it to every current friend, queue it for search: all or none."""
 
         def broadcast_in(conn: Connection) -> Post:
-            post = self._store.insert_outbound(conn, sender_id, utc_now(), subject, story)
+            post = self._store.insert_post(conn, sender_id, utc_now(), subject, story)
             if post is None:
                 raise UnknownParticipant(sender_id)
             recipients = self._store.fan_out(conn, post)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from loadtest.harness.ports import free_port
+from loadtest.harness.process import stop_process
 
 START_DEADLINE_SECONDS = 30.0
 STOP_DEADLINE_SECONDS = 15.0
@@ -61,12 +62,7 @@ class ElasticServer:
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGINT)
-            try:
-                self._process.wait(STOP_DEADLINE_SECONDS)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            stop_process(self._process, signal.SIGINT, STOP_DEADLINE_SECONDS)
         self._process = None
         if self._log is not None:
             self._log.close()

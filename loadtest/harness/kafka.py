@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loadtest.harness.ports import free_port
+from loadtest.harness.process import stop_process
 
 if TYPE_CHECKING:
     from kafka.consumer.fetcher import ConsumerRecord
@@ -101,12 +102,7 @@ class TansuBroker:
         if self._process is None:
             return
         if self._process.poll() is None:
-            self._process.send_signal(signal.SIGINT)
-            try:
-                self._process.wait(STOP_DEADLINE_SECONDS)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            stop_process(self._process, signal.SIGINT, STOP_DEADLINE_SECONDS)
         self._process = None
 
     def create_topic(self, prefix: str, partitions: int = 1) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from loadtest.harness.ports import free_port
+from loadtest.harness.process import stop_process
 
 MARIADBD = "/usr/sbin/mariadbd"
 INSTALL_DB = "mariadb-install-db"
@@ -94,12 +95,7 @@ class PrivateMariadb:
         """Stop it (SIGTERM: clean shutdown; SIGKILL: a crash) and wait until it has exited."""
         if self.process is None:
             return
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(STOP_DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, sig, STOP_DEADLINE_S)
         self.process = None
 
     def create_database(self, name: str) -> str:

@@ -26,6 +26,7 @@ from loadtest.harness.gunicorn import (
     ServerError,
 )
 from loadtest.harness.ports import free_port
+from loadtest.harness.process import stop_process
 
 NGINX_TEMPLATE = REPO_ROOT / "config" / "nginx" / "feedsvc.conf"
 TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -126,12 +127,7 @@ class NginxServer:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        process.send_signal(signal.SIGQUIT)
-        try:
-            process.wait(timeout=STOP_DEADLINE_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, signal.SIGQUIT, STOP_DEADLINE_SECONDS)
 
     def log(self) -> str:
         error_log = self.prefix / "error.log"

@@ -132,6 +132,13 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def needs_mariadbd() -> None:
+    """A test that starts private servers itself (a benchmark command) needs mariadbd here."""
+    if not mariadb_installed():
+        mariadb_unavailable(f"{MARIADBD} or {INSTALL_DB} is not installed")
+
+
+@pytest.fixture
 def private_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateMariadb]:
     """A running private server with the feed schema; the test may stop and restart it."""
     if not mariadb_installed():

@@ -1,4 +1,4 @@
-"""A real nginx running the repo's config/nginx/feedsvc.conf (loadtest.nginx), for tests."""
+"""A real nginx running the repo's config/nginx/feedsvc.conf (loadtest.harness.nginx), for tests."""
 
 from __future__ import annotations
 

@@ -24,8 +24,8 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("inbound", "get"),
     ("outbound", "search"),
 )
-# Asked of the kernel for the records waiting for the publisher (capped at net.core.wmem_max);
-# a record takes about 770 bytes of it: 10,900 records at 8 MiB, 550 at the usual 208 KiB cap.
+# Asked of the kernel for the records waiting for the publisher (capped at net.core.wmem_max;
+# README, Kafka: how many records that holds).
 SEND_BUFFER_BYTES = 4 * 1024 * 1024
 # A stopping publisher gives Kafka this long to acknowledge what it read; the master waits a
 # little longer before it kills it.

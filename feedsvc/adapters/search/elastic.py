@@ -138,7 +138,7 @@ class ElasticIndex:
         return int(self.client.count(index=self.name)["count"])
 
 
-class IndexSink:
+class ElasticIndexSink:
     """Delivers outbox rows of the `search` sink to the index with the bulk API."""
 
     name = SINK_NAME
@@ -155,12 +155,12 @@ class IndexSink:
         self._index.bulk_index([(str(row.key), row.payload) for row in rows])
 
 
-class ElasticSearch:
+class ElasticsearchSearch:
     """The search backend: writes go through the outbox, reads ask the cluster directly."""
 
     def __init__(self, client: Elasticsearch, index_name: str) -> None:
         self.index = ElasticIndex(client, index_name)
-        self.outbox_sinks: tuple[Sink, ...] = (IndexSink(self.index),)
+        self.outbox_sinks: tuple[Sink, ...] = (ElasticIndexSink(self.index),)
 
     def create_schema(self) -> None:
         try:

@@ -114,7 +114,7 @@ class EmbeddedIndex:
         self.engine.dispose()
 
 
-class IndexSink:
+class EmbeddedIndexSink:
     """Delivers outbox rows of the `fts` sink: each names a post, read from the main database."""
 
     name = SINK_NAME
@@ -136,7 +136,7 @@ class EmbeddedSearch:
     def __init__(self, database_engine: Engine, synchronous: str) -> None:
         self._database_engine = database_engine
         self.index = EmbeddedIndex(database_engine, synchronous)
-        self.outbox_sinks: tuple[Sink, ...] = (IndexSink(database_engine, self.index),)
+        self.outbox_sinks: tuple[Sink, ...] = (EmbeddedIndexSink(database_engine, self.index),)
         self._reader = Reader(self.index.engine)
         self._search = CompiledQuery(self.index.engine, _SEARCH)
 

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from feedsvc.adapters.kafka.events import SINK_NAME, KafkaEventSink, PostEvents
+from feedsvc.adapters.kafka.events import SINK_NAME, KafkaEventSink
 from feedsvc.adapters.outbox import OutboxRelay, backlog
 from feedsvc.compose.schema import init_db
 from feedsvc.compose.service import build_service
@@ -84,9 +84,9 @@ def events_service(tmp_path: Path, running_kafka: TansuBroker) -> Iterator[Event
     topic = running_kafka.create_topic("events", partitions=3)
     config = make_config(tmp_path, running_kafka.bootstrap, topic)
     init_db(config)
-    # The events sink with a short backoff, so the test sees the retry after an outage soon (the
-    # default caps at 30 s): the service's own relay stays unstarted.
-    service = build_service(config, listeners=[PostEvents()], start_relay=False)
+    # Kafka's post events are wired from the settings; their sink is relayed here with a short
+    # backoff, so the test sees the retry after an outage soon (the default caps at 30 s).
+    service = build_service(config, start_relay=False)
     sink = KafkaEventSink(config.kafka_bootstrap, topic)
     relay = OutboxRelay(service.engine, [sink], min_backoff_seconds=0.1, max_backoff_seconds=1.0)
     relay.start()

@@ -2,14 +2,13 @@
 
 import subprocess
 from importlib.metadata import version
-from pathlib import Path
 
 import orjson
 
-from loadtest.harness.gunicorn import FEEDSVC, GunicornServer
+from loadtest.harness.gunicorn import FEEDSVC, REPO_ROOT, GunicornServer
 from tests.support.prometheus import sample
 
-SETUP_CFG = Path(__file__).resolve().parents[1] / "setup.cfg"
+SETUP_CFG = REPO_ROOT / "setup.cfg"
 
 
 def declared_version() -> str:

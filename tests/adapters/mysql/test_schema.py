@@ -17,7 +17,7 @@ from feedsvc.compose.schema import init_db
 from feedsvc.compose.service import build_app
 from feedsvc.core.config import Config
 from feedsvc.db import engines, statements
-from feedsvc.db.tables import friendship, inbound, outbound, participant
+from feedsvc.db.tables import friendship, inbound, metadata, outbound, participant
 from tests.support.mysql import server_url
 
 STORY = "Grüße 😀👩‍👩‍👧 𠀋𡈁𨳒 東京タワー مرحبا שלום"
@@ -55,7 +55,7 @@ def test_tables_are_innodb_and_text_is_utf8mb4(engine):
             " AND table_name = 'outbound' AND column_name = 'occurred'"
         ).scalar_one()
 
-    expected = [*tables.metadata.tables, "alembic_version"]
+    expected = [*metadata.tables, "alembic_version"]
     assert dict(tables) == {table: "InnoDB" for table in expected}
     assert {"name", "subject", "story"} <= {column for column, _ in charsets}
     assert {charset for _, charset in charsets} == {"utf8mb4"}

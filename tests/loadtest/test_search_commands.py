@@ -3,7 +3,12 @@
 import subprocess
 import sys
 
+import pytest
+
 from loadtest.harness.gunicorn import REPO_ROOT
+
+# They boot gunicorn through the benchmark harness: process tests.
+pytestmark = pytest.mark.process
 
 
 def run(*command: str) -> subprocess.CompletedProcess:

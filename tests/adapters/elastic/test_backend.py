@@ -12,8 +12,9 @@ from feedsvc.compose.service import build_service
 from feedsvc.core.config import Config
 from feedsvc.db import engines
 from feedsvc.db.tables import metadata
+from loadtest.harness.ports import free_port
 from tests.support.api import outbox_backlog
-from tests.support.elastic import free_port, wait_until_indexed
+from tests.support.elastic import wait_until_indexed
 
 
 def create_participant(client, name):

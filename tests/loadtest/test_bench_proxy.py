@@ -1,6 +1,5 @@
 """loadtest.bench_proxy runs end to end on tiny settings: real gunicorn, real nginx in front."""
 
-import os
 import subprocess
 import sys
 
@@ -8,14 +7,14 @@ import orjson
 import pytest
 
 from loadtest.harness.gunicorn import REPO_ROOT
-from loadtest.harness.nginx import find_nginx
+from tests.support.nginx import nginx_binary
+
+# They boot gunicorn through the benchmark harness: process tests.
+pytestmark = pytest.mark.process
 
 
 def test_bench_proxy_reports_both_paths_with_cpu_per_request(tmp_path):
-    if find_nginx() is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("nginx required in CI (scripts/setup installs it)")
-        pytest.skip("nginx is not installed (scripts/setup installs it as root)")
+    nginx_binary()
     report = tmp_path / "bench.json"
     completed = subprocess.run(
         [

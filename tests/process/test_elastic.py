@@ -56,7 +56,7 @@ def test_reindex_rebuilds_an_empty_index_to_the_database_count(elastic_config, e
     with store.transaction() as conn:
         sender = store.insert_participant(conn, "Prolific")
         for number in range(3000):
-            store.insert_outbound(conn, sender.id, occurred, "s", f"story number {number}")
+            store.insert_post(conn, sender.id, occurred, "s", f"story number {number}")
     env = {key: value for key, value in os.environ.items() if not key.startswith("FEED_")}
     env.update(environment(elastic_config))
 

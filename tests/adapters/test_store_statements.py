@@ -25,7 +25,7 @@ def test_a_driver_error_is_raised_as_sqlalchemy_s_and_rolls_the_transaction_back
         bob = store.insert_participant(conn, "Bob")
     with pytest.raises(IntegrityError), store.transaction() as conn:
         store.insert_friendship(conn, ada.id, bob.id)
-        store.insert_outbound(conn, ada.id, datetime(2026, 11, 30), None, "a story")  # NOT NULL
+        store.insert_post(conn, ada.id, datetime(2026, 11, 30), None, "a story")  # NOT NULL
     assert store.friendship_id(ada.id, bob.id) is None
 
 
@@ -36,7 +36,7 @@ def test_a_datetime_is_stored_exactly_as_sqlalchemy_stores_it(engine):
     # A whole second: the driver's own adapter would drop the fraction that SQLAlchemy writes.
     occurred = datetime(2026, 11, 30, 5, 0, 0)
     with store.transaction() as conn:
-        post = store.insert_outbound(conn, sender.id, occurred, "subject", "story")
+        post = store.insert_post(conn, sender.id, occurred, "subject", "story")
     with engine.connect() as conn:
         through_sqlalchemy = conn.execute(sa.select(outbound.c.occurred)).scalar_one()
         stored = conn.execute(sa.text("SELECT occurred FROM outbound")).scalar_one()

@@ -9,6 +9,9 @@ import pytest
 from loadtest.generator import LoadPlan, run_load
 from loadtest.harness.gunicorn import REPO_ROOT, GunicornServer
 
+# They boot gunicorn through the benchmark harness: process tests.
+pytestmark = pytest.mark.process
+
 SMOKE_SECONDS = 2.0
 
 
