@@ -16,7 +16,7 @@ from feedsvc.adapters.search.rebuild import reindex
 from feedsvc.adapters.store import Store
 from feedsvc.compose import nginx
 from feedsvc.compose.schema import init_db
-from feedsvc.compose.service import create_search
+from feedsvc.compose.search import create_search
 from feedsvc.core.clock import utc_now
 from feedsvc.core.config import Config, ConfigError
 from feedsvc.core.version import release

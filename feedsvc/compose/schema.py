@@ -1,6 +1,6 @@
 """Schema set-up (`feedsvc init-db`, and the gunicorn master on SQLite): tables and search."""
 
-from feedsvc.compose.service import create_search
+from feedsvc.compose.search import create_search
 from feedsvc.core.config import Config
 from feedsvc.db import migrations
 from feedsvc.db.engines import create_engine, writer

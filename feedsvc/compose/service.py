@@ -14,6 +14,7 @@ from feedsvc.adapters import prometheus
 from feedsvc.adapters.outbox import OutboxRelay
 from feedsvc.adapters.store import Store
 from feedsvc.api.app import App, create_app
+from feedsvc.compose.search import create_search
 from feedsvc.core.config import Config
 from feedsvc.core.protocols import PostListener, SearchBackend, Sink
 from feedsvc.db.engines import create_engine
@@ -35,21 +36,6 @@ class Service:
         self.relay.stop()
         self.search.close()
         self.engine.dispose()
-
-
-def create_search(config: Config, engine: Engine) -> SearchBackend:
-    """The search backend this configuration asks for; only the chosen one is imported."""
-    if config.search_urls:
-        from feedsvc.adapters.search.elastic import ElasticsearchSearch, create_client
-
-        return ElasticsearchSearch(create_client(config.search_urls), config.search_index)
-    if config.is_sqlite:
-        from feedsvc.adapters.search.embedded import EmbeddedSearch
-
-        return EmbeddedSearch(engine, config.sqlite_synchronous)
-    from feedsvc.adapters.search.mysql_fulltext import FulltextSearch
-
-    return FulltextSearch(engine)
 
 
 def build_service(

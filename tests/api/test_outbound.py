@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 import falcon.testing
 import pytest
 
-from feedsvc.compose.service import build_service, create_search
+from feedsvc.compose.search import create_search
+from feedsvc.compose.service import build_service
 from feedsvc.db import engines
 from tests.support.api import assert_error, befriend, create_participant, publish
 
