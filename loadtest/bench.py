@@ -7,6 +7,9 @@ neighbour or a warming cache hits every pair alike. Rounds are closed-loop (maxi
 the half-rate pass is open-loop at half of each pair's maximum, latency from each scheduled time.
 --db-rtt-ms adds, beside the other backends, a private mariadbd reached through a delaying proxy
 per RTT (0 ms: the same proxy, no delay), set up and torn down by the benchmark.
+--baseline DIR adds, beside every feed server, the same server booted from another build (a
+checkout with its own .venv, e.g. `git worktree add DIR REV && DIR/scripts/setup`): a
+regression check of this build against an older one, in the same run.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import contextlib
 import random
 import statistics
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -114,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated RTTs: a private MariaDB behind a delaying proxy per RTT",
     )  # fmt: skip
     parser.add_argument(
+        "--baseline", type=Path,
+        help="a checkout of another feedsvc build (scripts/setup done there) to compare beside",
+    )  # fmt: skip
+    parser.add_argument(
         "-o", "--operations", default=",".join(DEFAULT_OPERATIONS),
         help=f"comma-separated modes; {CEILING!r} is the ceiling; {SINGLE!r}: every one-request"
         f" mode, for worker CPU per request with -w 1 (choices: {', '.join(MODES)})",
@@ -167,21 +175,46 @@ def boot_pairs(args: argparse.Namespace, stack: contextlib.ExitStack) -> list[Pa
             label = worker_class or short_class(hello.worker_class)
             pairs.append(Pair(label, "-", CEILING, hello, World()))
         for backend in chosen:
-            database_url = backend.database_url
-            if backend.fresh_database is not None:
-                database_url = backend.fresh_database(f"bench_{class_number}")
-            env = {**class_env, **({"FEED_DATABASE_URL": database_url} if database_url else {})}
-            feed = stack.enter_context(GunicornServer(args.workers, env=env))
-            label = worker_class or short_class(feed.worker_class)
-            feed_modes = [mode for mode in modes if mode != CEILING]
-            world = World()
-            if set(feed_modes) & MODES_NEEDING_WORLD:
-                say(f"seeding {label}/{backend.label} ...")
-                world = seed_world(feed.host, feed.port, random.Random(args.seed))
-            pairs.extend(
-                Pair(label, backend.label, mode, feed, world, backend.proxy) for mode in feed_modes
-            )
+            for build in builds(args):
+                database_url = backend.database_url
+                if backend.fresh_database is not None:
+                    database_url = backend.fresh_database(f"bench_{class_number}{build.suffix}")
+                env = {**class_env, **({"FEED_DATABASE_URL": database_url} if database_url else {})}
+                feed = stack.enter_context(
+                    GunicornServer(args.workers, env=env, checkout=build.root)
+                )
+                label = worker_class or short_class(feed.worker_class)
+                backend_name = f"{backend.label}{build.label}"
+                feed_modes = [mode for mode in modes if mode != CEILING]
+                world = World()
+                if set(feed_modes) & MODES_NEEDING_WORLD:
+                    say(f"seeding {label}/{backend_name} ...")
+                    world = seed_world(feed.host, feed.port, random.Random(args.seed))
+                pairs.extend(
+                    Pair(label, backend_name, mode, feed, world, backend.proxy)
+                    for mode in feed_modes
+                )
     return pairs
+
+
+@dataclass(frozen=True)
+class Build:
+    """This checkout (root None) or the --baseline one, and how its lines are labelled."""
+
+    root: Path | None
+    label: str
+    suffix: str
+
+
+def builds(args: argparse.Namespace) -> list[Build]:
+    this = Build(None, "", "")
+    if args.baseline is None:
+        return [this]
+    revision = subprocess.run(
+        ["git", "-C", str(args.baseline), "rev-parse", "--short", "HEAD"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip() or args.baseline.name  # fmt: skip
+    return [this, Build(args.baseline.resolve(), f" @{revision}", "_baseline")]
 
 
 def measure(pair: Pair, args: argparse.Namespace, rate: float | None, tag: str) -> LoadResult:
@@ -313,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if min(args.workers, args.rounds, args.concurrency) < 1 or args.duration <= 0:
         sys.exit("bench: workers, rounds, concurrency and duration must be positive")
+    if args.baseline and not (args.baseline / ".venv" / "bin" / "python").exists():
+        sys.exit(f"bench: {args.baseline} has no .venv: run its scripts/setup first")
     machine = describe_machine()
     with contextlib.ExitStack() as stack:
         say(f"booting servers with {args.workers} workers each ...")

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from loadtest.machine import child_pids, process_cpu_seconds
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-GUNICORN_CONFIG = REPO_ROOT / "config" / "gunicorn.conf.py"
+GUNICORN_CONFIG = Path("config", "gunicorn.conf.py")  # relative to the checkout it boots
 HELLO_APP = "loadtest.hello:app"
 BOOT_TIMEOUT_SECONDS = 90.0
 STOP_TIMEOUT_SECONDS = 30.0
@@ -43,14 +43,23 @@ class ServerError(RuntimeError):
 
 
 class GunicornServer:
-    """One gunicorn master (app: the feed service unless given) with its own data dir and log."""
+    """One gunicorn master (app: the feed service unless given) with its own data dir and log.
+
+    `checkout` boots another build of feedsvc (a checkout with its own .venv) instead of this one.
+    """
 
     def __init__(
-        self, workers: int, app: str | None = None, env: Mapping[str, str] | None = None
+        self,
+        workers: int,
+        app: str | None = None,
+        env: Mapping[str, str] | None = None,
+        checkout: Path | None = None,
     ) -> None:
         self.workers = workers
         self.app = app
         self.extra_env = dict(env or {})
+        self.root = checkout or REPO_ROOT
+        self.python = str(self.root / ".venv" / "bin" / "python") if checkout else sys.executable
         self.host = "127.0.0.1"
         self.port = 0
         self.worker_class = "?"
@@ -71,7 +80,7 @@ class GunicornServer:
                 "FEED_DATA_DIR": str(self._directory / "data"),
                 "FEED_WORKERS": str(self.workers),
                 "PYTHONPATH": os.pathsep.join(
-                    filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])
+                    filter(None, [str(self.root), env.get("PYTHONPATH")])
                 ),
             }
         )
@@ -84,18 +93,18 @@ class GunicornServer:
             # Only the embedded default creates its schema at start-up; other backends need init-db.
             with self.log_path.open("ab") as log:
                 subprocess.run(
-                    [sys.executable, "-m", "feedsvc", "init-db"],
-                    env=env, cwd=REPO_ROOT, check=True, stdout=log,
+                    [self.python, "-m", "feedsvc", "init-db"],
+                    env=env, cwd=self.root, check=True, stdout=log,
                 )  # fmt: skip
         command = [
-            sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG),
+            self.python, "-m", "gunicorn", "-c", str(self.root / GUNICORN_CONFIG),
             "--bind", f"{self.host}:0", "--no-control-socket",
         ]  # fmt: skip
         if self.app:
             command.append(self.app)
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                command, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT
+                command, env=env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT
             )
         self._wait_until_serving()
         requested = self.extra_env.get("FEED_WORKER_CLASS", "")
