@@ -15,7 +15,13 @@ from sqlalchemy.engine import URL, make_url
 
 from feedsvc import database, schema
 from feedsvc.config import Config
-from loadtest.mariadb import INSTALL_DB, MARIADBD, PrivateMariadb, mariadb_installed
+from loadtest.mariadb import (
+    INSTALL_DB,
+    MARIADBD,
+    PrivateMariadb,
+    ReplicatedMariadb,
+    mariadb_installed,
+)
 
 # The shared server's test user, which scripts/ensure-mariadb creates: its password lives in this
 # option file only (never on a command line), and it may use databases named feedsvc_* only.
@@ -145,6 +151,22 @@ def private_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Privat
     finally:
         server.stop()
         shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def replicated_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicatedMariadb]:
+    """A private primary with the feed schema and a replica that has applied it (GTID)."""
+    if not mariadb_installed():
+        mariadb_unavailable(f"{MARIADBD} or {INSTALL_DB} is not installed")
+    pair = ReplicatedMariadb(tmp_path_factory.mktemp("replicated"))
+    try:
+        pair.start()
+        database.init_db(Config.from_env({"FEED_DATABASE_URL": pair.primary.url}))
+        pair.wait_replicated()
+        yield pair
+    finally:
+        pair.stop()
+        shutil.rmtree(pair.base_dir, ignore_errors=True)
 
 
 def kill_connections(url: str) -> int:
