@@ -21,6 +21,7 @@ from tests.support.prometheus import sample
 # finds it was served by the replica.
 REPLICA_ONLY_ID = 1_000_000
 REPLICA_ONLY_NAME = "only on the replica"
+REPLICA_ONLY_STORY = "replicated nowhere"
 # Only there so that a broken rotation fails the test instead of hanging it; no speed assertion.
 DEADLINE_S = 30.0
 ROUNDS = 6
@@ -66,11 +67,17 @@ def hosts(tmp_path: Path) -> Iterator[tuple[GunicornServer, GunicornServer]]:
 
 
 def mark_replica(pair: ReplicatedMariadb) -> None:
-    pair.run(
-        pair.replica,
+    """Two friends, a post and its delivery written on the replica only."""
+    friend, post = REPLICA_ONLY_ID + 1, REPLICA_ONLY_ID
+    for statement in (
         "INSERT INTO feed.participant (id, name)"
-        f" VALUES ({REPLICA_ONLY_ID}, '{REPLICA_ONLY_NAME}')",
-    )
+        f" VALUES ({REPLICA_ONLY_ID}, '{REPLICA_ONLY_NAME}'), ({friend}, 'friend')",
+        f"INSERT INTO feed.friendship (low_id, high_id) VALUES ({REPLICA_ONLY_ID}, {friend})",
+        "INSERT INTO feed.outbound (id, sender_id, occurred, subject, story) VALUES"
+        f" ({post}, {REPLICA_ONLY_ID}, '2026-12-01 00:00:00', 's', '{REPLICA_ONLY_STORY}')",
+        f"INSERT INTO feed.inbound (recipient_id, outbound_id) VALUES ({friend}, {post})",
+    ):
+        pair.run(pair.replica, statement)
 
 
 def test_reads_are_served_by_the_replica_and_writes_by_the_primary(
@@ -86,10 +93,19 @@ def test_reads_are_served_by_the_replica_and_writes_by_the_primary(
         lambda: all(served_by_replica(gunicorn_server) for _ in range(4)),
         "reads on the replica in both workers",
     )
-    for _ in range(20):
-        found = gunicorn_server.request("GET", f"/participant/{REPLICA_ONLY_ID}")
+    marked, friend = f"/participant/{REPLICA_ONLY_ID}", f"/participant/{REPLICA_ONLY_ID + 1}"
+    for _ in range(10):
+        found = gunicorn_server.request("GET", marked)
         assert found.status == 200
         assert found.json["name"] == REPLICA_ONLY_NAME
+        assert [
+            item["to"] for item in gunicorn_server.request("GET", f"{friend}/friends").json
+        ] == [marked]
+        for timeline in (f"{marked}/outbound", f"{friend}/inbound"):
+            posts = gunicorn_server.request("GET", timeline).json
+            assert [post["story"] for post in posts] == [REPLICA_ONLY_STORY]
+        # FULLTEXT search, on the replica's own index.
+        assert gunicorn_server.request("GET", "/outbound?keywords=nowhere").json == [marked]
 
     created = gunicorn_server.request("POST", "/participant", {"name": "Ada"})
     assert created.status == 200, created.body
