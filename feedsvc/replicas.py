@@ -263,7 +263,9 @@ class ReplicaRouter:
             self._set_state(replica, in_rotation=caught_up, lag_s=lag_s)
 
     def start(self) -> None:
-        """Check in the background, about once a second; call it in the worker, after the fork."""
+        """Check once now, so the worker's first reads already use the replicas, then in the
+        background about once a second; call it in the worker, after the fork."""
+        self.check()
         self._checker = threading.Thread(target=self._check_forever, name="replica-check")
         self._checker.daemon = True
         self._checker.start()

@@ -1,8 +1,11 @@
 """The Feed-Position header: read-your-writes across replicas and hosts without sticky sessions."""
 
+from typing import TYPE_CHECKING
+
 import falcon
 
-from feedsvc.replicas import ReplicaRouter
+if TYPE_CHECKING:  # the OpenAPI document names the header without loading the replica router
+    from feedsvc.replicas import ReplicaRouter
 
 POSITION_HEADER = "Feed-Position"
 # Only reads are routed by a position: a write and the reads inside it are on the primary anyway.
@@ -13,7 +16,7 @@ class ReadYourWrites:
     """Falcon middleware, installed only with read replicas: a write's response carries its
     replication position, and a read presenting one is served where that write has arrived."""
 
-    def __init__(self, router: ReplicaRouter) -> None:
+    def __init__(self, router: "ReplicaRouter") -> None:
         self._router = router
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
