@@ -10,9 +10,10 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import MySQLdb
 import sqlalchemy as sa
 
 MARIADBD = "/usr/sbin/mariadbd"
@@ -24,6 +25,21 @@ BENCH_SERVER_OPTIONS = ("--innodb-buffer-pool-size=256M", "--innodb-log-file-siz
 START_DEADLINE_S = 30.0
 STOP_DEADLINE_S = 30.0
 CREATE_FEED_DATABASE = "CREATE DATABASE IF NOT EXISTS feed CHARACTER SET utf8mb4"
+# What clients sent a server: statements (Questions) plus pings (Com_admin_commands); each SHOW
+# STATUS that reads them is one of the Questions, left out by client_commands.
+COMMAND_COUNTERS = (
+    "SHOW GLOBAL STATUS WHERE Variable_name IN"
+    " ('Questions', 'Com_admin_commands', 'Com_show_status')"
+)
+
+
+def client_commands(counters: Mapping[str, object]) -> int:
+    """Statements plus pings from COMMAND_COUNTERS' rows, the SHOW STATUS statements left out."""
+    return (
+        int(str(counters["Questions"]))
+        + int(str(counters["Com_admin_commands"]))
+        - int(str(counters["Com_show_status"]))
+    )
 
 
 def free_port() -> int:
@@ -106,6 +122,16 @@ class PrivateMariadb:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+    def commands_received(self) -> int:
+        """client_commands() of this server now, read on a connection that sends nothing else."""
+        connection = MySQLdb.connect(host="127.0.0.1", port=self.port, user="root")
+        try:
+            cursor = connection.cursor()
+            cursor.execute(COMMAND_COUNTERS)
+            return client_commands(dict(cursor.fetchall()))
+        finally:
+            connection.close()
 
     def create_database(self, name: str) -> str:
         """An empty utf8mb4 database (dropped first if it exists); returns its URL."""

@@ -16,10 +16,12 @@ from sqlalchemy.engine import URL, make_url
 from feedsvc import database, schema
 from feedsvc.config import Config
 from loadtest.mariadb import (
+    COMMAND_COUNTERS,
     INSTALL_DB,
     MARIADBD,
     PrivateMariadb,
     ReplicatedMariadb,
+    client_commands,
     mariadb_installed,
 )
 
@@ -197,18 +199,7 @@ class RoundTrips:
         self._conn = self._engine.connect()
 
     def total(self) -> int:
-        counters = dict(
-            self._conn.exec_driver_sql(
-                "SHOW GLOBAL STATUS WHERE Variable_name IN"
-                " ('Questions', 'Com_admin_commands', 'Com_show_status')"
-            ).all()
-        )
-        # Each SHOW STATUS of this session is one of the Questions.
-        return (
-            int(counters["Questions"])
-            + int(counters["Com_admin_commands"])
-            - int(counters["Com_show_status"])
-        )
+        return client_commands(dict(self._conn.exec_driver_sql(COMMAND_COUNTERS).all()))
 
     def close(self) -> None:
         self._conn.close()
