@@ -395,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(pair.counted for pair in pairs):
         print(
             "statements per request each server received (Questions + pings, median of the"
-            " rounds; includes each worker's replica check, about 2 a second)"
+            " rounds; includes the replica checks of every server booted with a replica, two"
+            " statements a second per worker)"
         )
         print(statements_table(pairs))
     if args.json:
