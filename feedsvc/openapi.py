@@ -116,8 +116,8 @@ _REPLAYED = {
         "description": (
             "With read replicas configured: the write's position in the primary's replication"
             " stream (a MariaDB GTID list such as `0-1-4711`). Send it back on the next reads to"
-            " see this write whichever host or replica serves them. Absent without replicas and"
-            " on a replayed response."
+            " see this write whichever host or replica serves them (on a replayed response: the"
+            " primary's position then, at or past the write). Absent without replicas."
         ),
         "schema": {"type": "string"},
     },

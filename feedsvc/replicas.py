@@ -185,6 +185,16 @@ class ReplicaRouter:
             return
         self._local.written = position or None
 
+    def primary_position(self) -> str | None:
+        """Where the primary's replication stream is now (at or past every committed write);
+        None when the primary does not answer."""
+        try:
+            ((position,),) = self._primary.rows(self._primary_position, {})
+        except DBAPIError as error:
+            log.warning("cannot read the primary's replication position: %s", error.orig)
+            return None
+        return position or None
+
     def begin_request(self, position: str | None) -> None:
         """Route this thread's reads until end_request: after `position` when one is given."""
         if position is not None:

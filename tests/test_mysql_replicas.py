@@ -138,11 +138,20 @@ def test_a_read_with_the_position_sees_the_write_while_the_replica_applies_nothi
     wait_for(lambda: served_by_replica(gunicorn_server), "reads on the replica")
 
     pair.pause_applying()
-    posted = gunicorn_server.request(
-        "POST", f"{ada['link']}/outbound", {"subject": "s", "story": "while the replica waits"}
-    )
+    body = {"subject": "s", "story": "while the replica waits"}
+    key = {"Idempotency-Key": '"one post"'}
+    posted = gunicorn_server.request("POST", f"{ada['link']}/outbound", body, key)
     assert posted.status == 200, posted.body
     position = {POSITION_HEADER: posted.headers[POSITION_HEADER]}
+    # A retry answered from the key carries a position too (the primary's, at or past the post).
+    replayed = gunicorn_server.request("POST", f"{ada['link']}/outbound", body, key)
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    replayed_own = gunicorn_server.request(
+        "GET",
+        f"{ada['link']}/outbound",
+        headers={POSITION_HEADER: replayed.headers[POSITION_HEADER]},
+    )
+    assert [post["story"] for post in replayed_own.json] == ["while the replica waits"]
 
     own = gunicorn_server.request("GET", f"{ada['link']}/outbound", headers=position)
     friends = gunicorn_server.request("GET", f"{bob['link']}/inbound", headers=position)

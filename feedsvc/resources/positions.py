@@ -4,6 +4,8 @@ from typing import TYPE_CHECKING
 
 import falcon
 
+from feedsvc.errors import REPLAYED_HEADER
+
 if TYPE_CHECKING:  # the OpenAPI document names the header without loading the replica router
     from feedsvc.replicas import ReplicaRouter
 
@@ -27,5 +29,9 @@ class ReadYourWrites:
         self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
     ) -> None:
         written = self._router.end_request()
+        if written is None and resp.get_header(REPLAYED_HEADER) == "true":
+            # A replayed write committed in an earlier request: the primary's position now is
+            # at or past it (one statement, on replays only).
+            written = self._router.primary_position()
         if written is not None:
             resp.set_header(POSITION_HEADER, written)
