@@ -2,7 +2,9 @@
 replication positions that give a client its own writes back from any replica or host.
 
 A position is a MariaDB GTID list (`domain-server-sequence`, comma-separated per domain). After each
-write's COMMIT the router reads the session's `@@last_gtid` on the same connection; the HTTP layer
+write's COMMIT the router reads the primary's `@@gtid_binlog_pos` on the same connection: at or
+past the write, and past whatever the write read (a friendship another client had just made),
+which the session's own `@@last_gtid` is not when the write changed no row. The HTTP layer
 returns it in a header, and a read presenting it is served by a replica that has applied it (known
 from the health check, or after a bounded MASTER_GTID_WAIT there), else by the primary.
 
@@ -66,7 +68,6 @@ REPLICA_IN_ROTATION = Gauge(
 # Evaluated left to right: the replica's applied position is read after the wait ended.
 _WAIT = text("SELECT MASTER_GTID_WAIT(:position, :timeout), @@gtid_slave_pos")
 _PRIMARY_POSITION = text("SELECT @@gtid_binlog_pos")
-_LAST_GTID = "SELECT @@last_gtid"
 
 Position = dict[int, int]
 
@@ -173,10 +174,10 @@ class ReplicaRouter:
             local.route = before
 
     def note_commit(self, conn: Connection) -> None:
-        """Remember the just-committed transaction's GTID for this request's response."""
+        """Remember where the primary's log is after this COMMIT, for this request's response."""
         try:
             cursor = conn.connection.driver_connection.cursor()
-            cursor.execute(_LAST_GTID)
+            cursor.execute(self._primary_position.sql)
             (position,) = cursor.fetchone()
             cursor.close()
         except conn.dialect.loaded_dbapi.Error as error:

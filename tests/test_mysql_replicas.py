@@ -224,6 +224,19 @@ def test_two_hosts_serve_one_client_alternately_with_its_writes_visible(
         )
         assert [item["to"] for item in listed.json] == [ada.json["link"]]
 
+    # A write that changes nothing still gets a position covering what it answered with: with
+    # replication stalled, Carl's befriending finds the pair Ada had just made from the other host.
+    pair.pause_applying()
+    carl = first.request("POST", "/participant", {"name": "Carl"}).json
+    first.request("POST", f"{ada.json['link']}/friends", {"to": carl["link"]})
+    again = second.request("POST", f"{carl['link']}/friends", {"to": ada.json["link"]})
+    assert again.status == 200, again.body
+    listed = first.request(
+        "GET", f"{carl['link']}/friends", headers={POSITION_HEADER: again.headers[POSITION_HEADER]}
+    )
+    assert [item["to"] for item in listed.json] == [ada.json["link"]]
+    pair.resume_applying()
+
     stories: list[str] = []
     for round_number in range(ROUNDS):
         if round_number == ROUNDS // 2:
