@@ -27,9 +27,18 @@ def build_service(config: Config) -> Service:
     metrics.record_build_info()
     engine = create_engine(config)
     metrics.watch_pool(engine)
-    search = create_search(config, engine)
     listeners: list[PostListener] = []
     middleware: list[object] = []
+    if config.database_replica_urls:
+        # Imported only here: without replicas every read runs on the primary, as it always did.
+        from feedsvc.replicas import route_reads
+        from feedsvc.resources.positions import ReadYourWrites
+
+        # Before the store and the search make their Readers, which take the engine's router.
+        router = route_reads(config, engine)
+        router.start()
+        middleware.append(ReadYourWrites(router))
+    search = create_search(config, engine)
     sinks: list[Sink] = list(search.outbox_sinks)
     if config.kafka_bootstrap:
         # Imported only here: without FEED_KAFKA_BOOTSTRAP no Kafka code is even loaded.
