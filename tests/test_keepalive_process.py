@@ -50,10 +50,6 @@ def test_hup_fails_no_request_on_reused_connections(gunicorn_server, worker_clas
     assert gunicorn_server.stop() == 0
 
 
-# Known residual race, seen once in a fresh-clone CI run on 2 busy cores (2 resets on meinheld):
-# a request sent as the retiring worker closes an idle connection. Rerun, never skipped: a
-# failure that repeats still fails the suite.
-@pytest.mark.flaky(reruns=2)
 @pytest.mark.parametrize("worker_class", WORKER_CLASSES)
 def test_ttou_fails_no_request_on_reused_connections(gunicorn_server, worker_class):
     start(gunicorn_server, worker_class, workers=3)
