@@ -7,6 +7,12 @@ neighbour or a warming cache hits every pair alike. Rounds are closed-loop (maxi
 the half-rate pass is open-loop at half of each pair's maximum, latency from each scheduled time.
 --db-rtt-ms adds, beside the other backends, a private mariadbd reached through a delaying proxy
 per RTT (0 ms: the same proxy, no delay), set up and torn down by the benchmark.
+--replicas 0,1 adds a private MariaDB primary with one GTID replica, also set up and torn down
+here, served with 0 and with 1 replica (FEED_DATABASE_REPLICA_URLS); each round also counts the
+statements per request each of the two servers received (its Questions and pings).
+--baseline DIR adds, beside every feed server, the same server booted from another build (a
+checkout with its own .venv, e.g. `git worktree add DIR REV && DIR/scripts/setup`): a
+regression check of this build against an older one, in the same run.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import argparse
 import contextlib
 import random
 import statistics
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +33,7 @@ from feedsvc.core.config import default_workers
 from loadtest.delayproxy import DelayProxy
 from loadtest.generator import LoadPlan, LoadResult, ProgressLine, run_load
 from loadtest.harness.gunicorn import HELLO_APP, GunicornServer, ServerError, backend_label
+from loadtest.harness.mariadb import PrivateMariadb, ScratchReplicatedMariadb
 from loadtest.machine import describe_machine, machine_line
 from loadtest.remote import parse_rtts, remote_links
 from loadtest.report import cpu_share, format_table
@@ -51,6 +59,9 @@ class Pair:
     worker_us_per_request: list[float] = field(default_factory=list)
     proxy_shares: list[float] = field(default_factory=list)
     half_rate: LoadResult | None = None
+    # Servers whose received statements are counted around each round, by label.
+    counted: dict[str, PrivateMariadb] = field(default_factory=dict)
+    statements_per_request: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -114,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated RTTs: a private MariaDB behind a delaying proxy per RTT",
     )  # fmt: skip
     parser.add_argument(
+        "--replicas", type=parse_replica_counts, default=[],
+        help="0,1: a private MariaDB primary and replica, served with 0 and with 1 replica",
+    )  # fmt: skip
+    parser.add_argument(
+        "--baseline", type=Path,
+        help="a checkout of another feedsvc build (scripts/setup done there) to compare beside",
+    )  # fmt: skip
+    parser.add_argument(
         "-o", "--operations", default=",".join(DEFAULT_OPERATIONS),
         help=f"comma-separated modes; {CEILING!r} is the ceiling; {SINGLE!r}: every one-request"
         f" mode, for worker CPU per request with -w 1 (choices: {', '.join(MODES)})",
@@ -131,12 +150,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_replica_counts(text: str) -> list[int]:
+    """`0,1` -> [0, 1]: how many replicas to serve with (the benchmark's pair has one)."""
+    counts = [int(part) for part in text.split(",") if part.strip()]
+    if any(count not in (0, 1) for count in counts) or len(set(counts)) != len(counts):
+        raise ValueError(f"replica counts must be distinct, 0 or 1, got {text!r}")
+    return counts
+
+
 @dataclass(frozen=True)
 class Backend:
     label: str
     database_url: str | None  # None: the embedded SQLite
     proxy: DelayProxy | None = None
     fresh_database: Callable[[str], str] | None = None  # per server, for the remote links
+    # The same database on a replica, for FEED_DATABASE_REPLICA_URLS.
+    replica_database: Callable[[str], str] | None = None
+    counted: dict[str, PrivateMariadb] = field(default_factory=dict)
 
 
 def backends(args: argparse.Namespace, stack: contextlib.ExitStack) -> list[Backend]:
@@ -147,6 +177,20 @@ def backends(args: argparse.Namespace, stack: contextlib.ExitStack) -> list[Back
         for link in stack.enter_context(remote_links(args.db_rtt_ms)):
             say(f"  {link.label}: measured ping {link.measured_rtt_ms():.3f} ms")
             chosen.append(Backend(link.label, None, link.proxy, link.database))
+    if args.replicas:
+        say("starting a private MariaDB primary and replica ...")
+        pair = stack.enter_context(ScratchReplicatedMariadb())
+        counted = {"primary": pair.primary, "replica": pair.replica}
+        for count in args.replicas:
+            chosen.append(
+                Backend(
+                    f"mariadb {count} replica{'s' if count != 1 else ''}",
+                    None,
+                    fresh_database=pair.primary.create_database,
+                    replica_database=pair.replica.database_url if count else None,
+                    counted=counted,
+                )
+            )
     return chosen
 
 
@@ -167,21 +211,57 @@ def boot_pairs(args: argparse.Namespace, stack: contextlib.ExitStack) -> list[Pa
             label = worker_class or short_class(hello.worker_class)
             pairs.append(Pair(label, "-", CEILING, hello, World()))
         for backend in chosen:
-            database_url = backend.database_url
-            if backend.fresh_database is not None:
-                database_url = backend.fresh_database(f"bench_{class_number}")
-            env = {**class_env, **({"FEED_DATABASE_URL": database_url} if database_url else {})}
-            feed = stack.enter_context(GunicornServer().serve(env, args.workers))
-            label = worker_class or short_class(feed.worker_class)
-            feed_modes = [mode for mode in modes if mode != CEILING]
-            world = World()
-            if set(feed_modes) & MODES_NEEDING_WORLD:
-                say(f"seeding {label}/{backend.label} ...")
-                world = seed_world(feed.host, feed.port, random.Random(args.seed))
-            pairs.extend(
-                Pair(label, backend.label, mode, feed, world, backend.proxy) for mode in feed_modes
-            )
+            for build in builds(args):
+                name = f"bench_{class_number}{build.suffix}"
+                database_url = backend.database_url
+                if backend.fresh_database is not None:
+                    database_url = backend.fresh_database(name)
+                env = {**class_env, **({"FEED_DATABASE_URL": database_url} if database_url else {})}
+                if backend.replica_database is not None:
+                    env["FEED_DATABASE_REPLICA_URLS"] = backend.replica_database(name)
+                feed = stack.enter_context(
+                    GunicornServer().serve(env, args.workers, checkout=build.root)
+                )
+                label = worker_class or short_class(feed.worker_class)
+                backend_name = f"{backend.label}{build.label}"
+                feed_modes = [mode for mode in modes if mode != CEILING]
+                world = World()
+                if set(feed_modes) & MODES_NEEDING_WORLD:
+                    say(f"seeding {label}/{backend_name} ...")
+                    world = seed_world(feed.host, feed.port, random.Random(args.seed))
+                pairs.extend(
+                    Pair(
+                        label,
+                        backend_name,
+                        mode,
+                        feed,
+                        world,
+                        backend.proxy,
+                        counted=backend.counted,
+                    )
+                    for mode in feed_modes
+                )
     return pairs
+
+
+@dataclass(frozen=True)
+class Build:
+    """This checkout (root None) or the --baseline one, and how its lines are labelled."""
+
+    root: Path | None
+    label: str
+    suffix: str
+
+
+def builds(args: argparse.Namespace) -> list[Build]:
+    this = Build(None, "", "")
+    if args.baseline is None:
+        return [this]
+    revision = subprocess.run(
+        ["git", "-C", str(args.baseline), "rev-parse", "--short", "HEAD"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip() or args.baseline.name  # fmt: skip
+    return [this, Build(args.baseline.resolve(), f" @{revision}", "_baseline")]
 
 
 def measure(pair: Pair, args: argparse.Namespace, rate: float | None, tag: str) -> LoadResult:
@@ -206,9 +286,14 @@ def measure_round(pair: Pair, args: argparse.Namespace, tag: str) -> None:
     """One closed-loop round, with the workers' and the proxy's CPU read from /proc around it."""
     workers_before = pair.server.worker_cpu_seconds()
     proxy_before = pair.proxy.cpu_seconds() if pair.proxy else 0.0
+    commands_before = {label: server.commands_received() for label, server in pair.counted.items()}
     result = measure(pair, args, None, tag)
     worker_cpu = pair.server.worker_cpu_seconds() - workers_before
     answered = result.total.requests + result.total.errors
+    for label, server in pair.counted.items():
+        commands = server.commands_received() - commands_before[label]
+        per_request = commands / answered if answered else float("nan")
+        pair.statements_per_request.setdefault(label, []).append(per_request)
     pair.worker_us_per_request.append(worker_cpu / answered * 1e6 if answered else float("nan"))
     if pair.proxy:
         proxy_cpu = pair.proxy.cpu_seconds() - proxy_before
@@ -270,6 +355,23 @@ def table(pairs: Sequence[Pair]) -> str:
     return format_table(headers, rows)
 
 
+def statements_table(pairs: Sequence[Pair]) -> str:
+    """Statements per request each counted server received (median of the rounds)."""
+    rows = [
+        (
+            pair.backend,
+            pair.mode,
+            *(
+                statistics.median(pair.statements_per_request.get(label, [float("nan")]))
+                for label in ("primary", "replica")
+            ),
+        )
+        for pair in pairs
+        if pair.counted
+    ]
+    return format_table(("backend", "operation", "primary stmts/req", "replica stmts/req"), rows)
+
+
 def as_document(pairs: Sequence[Pair], args: argparse.Namespace, machine: dict) -> dict:
     return {
         "machine": machine,
@@ -279,6 +381,7 @@ def as_document(pairs: Sequence[Pair], args: argparse.Namespace, machine: dict) 
             "rounds": args.rounds,
             "duration_s": args.duration,
             "db_rtt_ms": args.db_rtt_ms,
+            "replicas": args.replicas,
         },
         "pairs": [
             {
@@ -299,6 +402,7 @@ def as_document(pairs: Sequence[Pair], args: argparse.Namespace, machine: dict) 
                 "proxy_cpu_share": pair.proxy_share,
                 "rounds": [result.as_dict() for result in pair.rounds],
                 "half_rate": pair.half_rate.as_dict() if pair.half_rate else None,
+                "statements_per_request": pair.statements_per_request,
             }
             for pair in pairs
         ],
@@ -313,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if min(args.workers, args.rounds, args.concurrency) < 1 or args.duration <= 0:
         sys.exit("bench: workers, rounds, concurrency and duration must be positive")
+    if args.baseline and not (args.baseline / ".venv" / "bin" / "python").exists():
+        sys.exit(f"bench: {args.baseline} has no .venv: run its scripts/setup first")
     machine = describe_machine()
     with contextlib.ExitStack() as stack:
         say(f"booting servers with {args.workers} workers each ...")
@@ -326,6 +432,13 @@ def main(argv: list[str] | None = None) -> int:
         " wkr us/req = the workers' CPU (/proc) per request; gen/proxy CPU = share of the machine"
     )
     print(table(pairs))
+    if any(pair.counted for pair in pairs):
+        print(
+            "statements per request each server received (Questions + pings, median of the"
+            " rounds; includes the replica checks of every server booted with a replica, two"
+            " statements a second per worker)"
+        )
+        print(statements_table(pairs))
     if args.json:
         document = as_document(pairs, args, machine)
         args.json.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))

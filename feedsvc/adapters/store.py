@@ -3,8 +3,8 @@
 Statements are compiled once per engine and run on the DB-API cursor (`Reader`, `run_in`).
 """
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from feedsvc.adapters.idempotency import Responses
 from feedsvc.core.model import Friendship, Participant, Post
 from feedsvc.db.engines import writer
-from feedsvc.db.statements import CompiledQuery, Reader, run_in
+from feedsvc.db.statements import READ_CONNECTIONS, CompiledQuery, ReadConnections, Reader, run_in
 from feedsvc.db.tables import friendship, inbound, outbound, participant
 
 _INSERT_PARTICIPANT = insert(participant).values(name=bindparam("name"))
@@ -137,8 +137,16 @@ class CommitOutcomeUnknown(Exception):
 class Store:
     """The feed's tables behind intention-revealing methods; callers never write SQL."""
 
+    # A write transaction: everything done on the connection commits together or not at all.
+    # Raises CommitOutcomeUnknown when a server connection fails during the COMMIT itself.
+    transaction: Callable[[], AbstractContextManager[Connection]]
+
     def __init__(self, engine: Engine) -> None:
         self._writer = writer(engine)
+        # With read replicas (feedsvc.db.replicas) a write also reads on the primary and notes its
+        # replication position for the response; without, it runs exactly as it always did.
+        self._reads: ReadConnections = engine.get_execution_options()[READ_CONNECTIONS]
+        self.transaction = self._noted_transaction if self._reads.routes else self._transaction
         # A failed COMMIT of the embedded SQLite is a rollback; a server's may have committed.
         self._commit_can_be_lost = engine.dialect.name != "sqlite"
         self.responses = Responses(engine)
@@ -159,11 +167,7 @@ class Store:
         self._fan_out = CompiledQuery(engine, _FAN_OUT)
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """A write transaction: everything done on the connection commits together or not at all.
-
-        Raises CommitOutcomeUnknown when a server connection fails during the COMMIT itself.
-        """
+    def _transaction(self) -> Iterator[Connection]:
         committing = False
         try:
             with self._writer.begin() as conn:
@@ -174,8 +178,25 @@ class Store:
                 raise CommitOutcomeUnknown(str(error.orig)) from error
             raise
 
+    @contextmanager
+    def _noted_transaction(self) -> Iterator[Connection]:
+        """The same transaction; its reads go to the primary, and after the COMMIT its position in
+        the primary's replication stream is noted for the response (feedsvc.db.replicas)."""
+        committing = False
+        try:
+            with self._writer.connect() as conn:
+                with conn.begin(), self._reads.reads_on_primary():
+                    yield conn
+                    committing = True
+                self._reads.note_commit(conn)
+        except DBAPIError as error:
+            if committing and self._commit_can_be_lost:
+                raise CommitOutcomeUnknown(str(error.orig)) from error
+            raise
+
     def ping(self) -> None:
-        self._reader.rows(self._ping, {})
+        """The primary answers (a replica's state never makes the service unready)."""
+        self._reader.primary_rows(self._ping, {})
 
     def insert_participant(self, conn: Connection, name: str) -> Participant:
         participant_id = run_in(conn, self._insert_participant, {"name": name}).lastrowid
@@ -225,15 +246,15 @@ class Store:
 
     def posts_after(self, after: int, limit: int) -> list[Post]:
         """Posts with ids above `after`, oldest first: walks the whole table a batch at a time."""
-        rows = self._reader.rows(self._posts_after, {"after": after, "limit": limit})
+        rows = self._reader.primary_rows(self._posts_after, {"after": after, "limit": limit})
         return [_post(row) for row in rows]
 
     def post_count(self) -> int:
-        return self._reader.rows(self._post_count, {})[0][0]
+        return self._reader.primary_rows(self._post_count, {})[0][0]
 
     def newest_post_id(self) -> int:
-        return self._reader.rows(self._newest_post_id, {})[0][0]
+        return self._reader.primary_rows(self._newest_post_id, {})[0][0]
 
     def first_post_id_since(self, since: datetime) -> int:
         """The id of the first post made at or after `since`; 0 when there is none."""
-        return self._reader.rows(self._first_post_id_since, {"since": since})[0][0]
+        return self._reader.primary_rows(self._first_post_id_since, {"since": since})[0][0]

@@ -6,6 +6,7 @@ import falcon
 import orjson
 
 from feedsvc.api.errors import REPLAYED_HEADER
+from feedsvc.api.positions import POSITION_HEADER
 from feedsvc.api.resources.representation import CURSOR_PATTERN
 from feedsvc.api.resources.request import (
     IDEMPOTENCY_KEY_HEADER,
@@ -110,7 +111,31 @@ _REPLAYED = {
     REPLAYED_HEADER: {
         "description": "`true` when the response is the stored one of an earlier request",
         "schema": {"type": "string", "enum": ["true"]},
-    }
+    },
+    POSITION_HEADER: {
+        "description": (
+            "With read replicas configured: the write's position in the primary's replication"
+            " stream (a MariaDB GTID list such as `0-1-4711`). Send it back on the next reads to"
+            " see this write whichever host or replica serves them (on a replayed response: the"
+            " primary's position then, at or past the write). Absent without replicas."
+        ),
+        "schema": {"type": "string"},
+    },
+}
+# Read-your-writes: every read that may be served by a replica takes the last write's position.
+_READ_AFTER = {
+    "name": POSITION_HEADER,
+    "in": "header",
+    "required": False,
+    "description": (
+        f"The `{POSITION_HEADER}` of the client's last write. The read is then served by a"
+        " replica that has applied that write (waiting at most FEED_REPLICA_TOKEN_WAIT_MS for"
+        " one), else by the primary, so it sees the write. Any other value is read on the"
+        " primary. Without it a read may lag the primary by up to FEED_REPLICA_MAX_LAG_MS."
+        " Ignored when no replicas are configured (every read is on the primary)."
+    ),
+    "schema": {"type": "string"},
+    "example": "0-1-4711",
 }
 
 
@@ -157,6 +182,7 @@ DOCUMENT: dict[str, Any] = {
             "parameters": [_PARTICIPANT_ID],
             "get": {
                 "summary": "Read a participant",
+                "parameters": [_READ_AFTER],
                 "responses": {
                     "200": _json(_ref("Participant"), "The participant"),
                     **_errors(404, 405),
@@ -167,6 +193,7 @@ DOCUMENT: dict[str, Any] = {
             "parameters": [_PARTICIPANT_ID],
             "get": {
                 "summary": "Every friendship of the participant, once, from its side",
+                "parameters": [_READ_AFTER],
                 "responses": {
                     "200": _json({"type": "array", "items": _ref("Friendship")}, "Friendships"),
                     **_errors(404, 405),
@@ -189,7 +216,7 @@ DOCUMENT: dict[str, Any] = {
             "parameters": [_PARTICIPANT_ID],
             "get": {
                 "summary": "The participant's own posts, newest first",
-                "parameters": _PAGE_PARAMS,
+                "parameters": [*_PAGE_PARAMS, _READ_AFTER],
                 "responses": {
                     "200": _page("Outbound", "A page of posts"),
                     **_errors(400, 404, 405),
@@ -217,7 +244,7 @@ DOCUMENT: dict[str, Any] = {
             "parameters": [_PARTICIPANT_ID],
             "get": {
                 "summary": "Posts from the participant's friends, newest first",
-                "parameters": _PAGE_PARAMS,
+                "parameters": [*_PAGE_PARAMS, _READ_AFTER],
                 "responses": {"200": _page("Inbound", "A page of posts"), **_errors(400, 404, 405)},
             },
         },
@@ -244,6 +271,7 @@ DOCUMENT: dict[str, Any] = {
                         },
                     },
                     _PAGE_PARAMS[0],
+                    _READ_AFTER,
                 ],
                 "responses": {
                     "200": _json({"type": "array", "items": _ref("Link")}, "Sender links"),

@@ -52,9 +52,18 @@ def build_service(
     prometheus.record_build_info()
     engine = engine or create_engine(config)
     prometheus.watch_pool(engine)
-    search = search or create_search(config, engine)
     listeners = list(listeners)
     middleware = list(middleware)
+    if config.database_replica_urls:
+        # Imported only here: without replicas every read runs on the primary, as it always did.
+        from feedsvc.api.positions import ReadYourWrites
+        from feedsvc.db.replicas import route_reads
+
+        # Before the store and the search make their Readers, which take the engine's router.
+        router = route_reads(config, engine)
+        router.start()
+        middleware.append(ReadYourWrites(router))
+    search = search or create_search(config, engine)
     sinks: list[Sink] = list(search.outbox_sinks)
     if config.kafka_bootstrap:
         # Imported only here: without FEED_KAFKA_BOOTSTRAP no Kafka code is even loaded.

@@ -52,6 +52,11 @@ DEFAULT_DB_CONNECT_TIMEOUT_S = 1
 DEFAULT_DB_READ_TIMEOUT_S = 2
 # Above InnoDB's row-lock wait (1 s, see db/engines.py) so a lock wait ends as a retryable error.
 MIN_DB_READ_TIMEOUT_S = 2
+# A read replica further behind the primary than this is out of rotation until it catches up.
+DEFAULT_REPLICA_MAX_LAG_MS = 1000
+# A read presenting a Feed-Position token waits at most this long for a replica to apply it,
+# then is served by the primary.
+DEFAULT_REPLICA_TOKEN_WAIT_MS = 50
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # Access lines: every request, only failed (4xx, 5xx) and slow ones, or none. At thousands of
 # requests a second `all` meets journald's rate limit, which then drops error lines too.
@@ -172,6 +177,10 @@ class Config:
     db_connect_timeout_s: int = DEFAULT_DB_CONNECT_TIMEOUT_S
     db_read_timeout_s: int = DEFAULT_DB_READ_TIMEOUT_S
     sqlite_synchronous: str = DEFAULT_SQLITE_SYNCHRONOUS
+    # MySQL read replicas of the primary (same credentials); empty: every read on the primary.
+    database_replica_urls: tuple[str, ...] = ()
+    replica_max_lag_ms: int = DEFAULT_REPLICA_MAX_LAG_MS
+    replica_token_wait_ms: int = DEFAULT_REPLICA_TOKEN_WAIT_MS
     # host:port of Kafka brokers; empty: Kafka is off and none of its code is even imported.
     kafka_bootstrap: tuple[str, ...] = ()
     kafka_perf_topic: str = DEFAULT_KAFKA_PERF_TOPIC
@@ -228,9 +237,13 @@ class Config:
             raise ConfigError(
                 "FEED_WORKER_CLASS is meinheld, but meinheld is not installed (see scripts/setup)"
             )
+        database_url = env.database_url("FEED_DATABASE_URL", has_password=password is not None)
+        read_timeout_s = env.integer(
+            "FEED_DB_READ_TIMEOUT", DEFAULT_DB_READ_TIMEOUT_S, minimum=MIN_DB_READ_TIMEOUT_S
+        )
         return cls(
             data_dir=data_dir,
-            database_url=env.database_url("FEED_DATABASE_URL", has_password=password is not None),
+            database_url=database_url,
             database_password=password,
             # 0 only when unset: the pool then follows the worker's concurrency.
             db_pool_size=env.integer("FEED_DB_POOL_SIZE", 0, minimum=1) or None,
@@ -244,8 +257,21 @@ class Config:
             db_connect_timeout_s=env.integer(
                 "FEED_DB_CONNECT_TIMEOUT", DEFAULT_DB_CONNECT_TIMEOUT_S, minimum=1
             ),
-            db_read_timeout_s=env.integer(
-                "FEED_DB_READ_TIMEOUT", DEFAULT_DB_READ_TIMEOUT_S, minimum=MIN_DB_READ_TIMEOUT_S
+            db_read_timeout_s=read_timeout_s,
+            database_replica_urls=env.replica_urls(
+                "FEED_DATABASE_REPLICA_URLS", database_url, has_password=password is not None
+            ),
+            # Measured by a wait on each replica that must end before the read timeout does.
+            replica_max_lag_ms=env.integer(
+                "FEED_REPLICA_MAX_LAG_MS",
+                DEFAULT_REPLICA_MAX_LAG_MS,
+                minimum=1,
+                maximum=read_timeout_s * 1000 - 1,
+            ),
+            replica_token_wait_ms=env.integer(
+                "FEED_REPLICA_TOKEN_WAIT_MS",
+                DEFAULT_REPLICA_TOKEN_WAIT_MS,
+                maximum=read_timeout_s * 1000 - 1,
             ),
             sqlite_synchronous=env.choice(
                 "FEED_SQLITE_SYNCHRONOUS", DEFAULT_SQLITE_SYNCHRONOUS, SQLITE_SYNCHRONOUS_MODES
@@ -300,7 +326,9 @@ class _Env:
         value = self._environ.get(name, "").strip()
         return value or default
 
-    def integer(self, name: str, default: int, *, minimum: int = 0) -> int:
+    def integer(
+        self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None
+    ) -> int:
         raw = self._environ.get(name, "").strip()
         if not raw:
             return default
@@ -310,6 +338,8 @@ class _Env:
             raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
         if value < minimum:
             raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{name} must be at most {maximum}, got {value}")
         return value
 
     def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
@@ -355,6 +385,27 @@ class _Env:
                 f"{name} holds a password and FEED_DATABASE_PASSWORD(_FILE) gives one too; keep one"
             )
         return raw
+
+    def replica_urls(self, name: str, primary_url: str, *, has_password: bool) -> tuple[str, ...]:
+        """Comma-separated MySQL URLs of the primary's read replicas; errors never echo one."""
+        urls = tuple(url.strip() for url in self._environ.get(name, "").split(",") if url.strip())
+        if urls and not primary_url.startswith("mysql"):
+            raise ConfigError(f"{name} needs FEED_DATABASE_URL to be a MySQL/MariaDB primary")
+        for position, url in enumerate(urls, 1):
+            try:
+                parsed = make_url(url)
+            except ArgumentError:
+                raise ConfigError(f"{name}: URL {position} is not a database URL") from None
+            if parsed.get_backend_name() not in ("mysql", "mariadb") or (
+                parsed.get_driver_name() != "mysqldb"
+            ):
+                raise ConfigError(f"{name}: URL {position} must be mysql+mysqldb://USER@HOST/DB")
+            if has_password and parsed.password is not None:
+                raise ConfigError(
+                    f"{name}: URL {position} holds a password; replicas take"
+                    " FEED_DATABASE_PASSWORD(_FILE), as the primary does"
+                )
+        return urls
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         value = self.text(name, default).lower()

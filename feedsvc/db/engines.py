@@ -34,9 +34,10 @@ def create_engine(config: Config) -> Engine:
     return _mysql_engine(config)
 
 
-def connect_url(config: Config) -> URL:
-    """The URL with the password from FEED_DATABASE_PASSWORD(_FILE); its repr masks it."""
-    url = make_url(config.database_url)
+def connect_url(config: Config, database_url: str | None = None) -> URL:
+    """The URL (the primary's unless another is given, such as a replica's) with the password from
+    FEED_DATABASE_PASSWORD(_FILE); its repr masks it."""
+    url = make_url(database_url or config.database_url)
     if config.database_password is None:
         return url
     return url.set(password=config.database_password)
@@ -81,8 +82,13 @@ class FailFastQueuePool(QueuePool):
         return super().recreate()
 
 
-def _mysql_engine(config: Config) -> Engine:
-    url = connect_url(config)
+def create_replica_engine(config: Config, replica_url: str) -> Engine:
+    """An engine on one read replica, with the primary's settings; after fork, as create_engine."""
+    return _mysql_engine(config, replica_url)
+
+
+def _mysql_engine(config: Config, database_url: str | None = None) -> Engine:
+    url = connect_url(config, database_url)
     log.info("database %r", url)
     engine = sqlalchemy.create_engine(
         url,

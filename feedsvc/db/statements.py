@@ -3,8 +3,9 @@
 import logging
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -76,22 +77,38 @@ class Reader:
     paths, and a pooled checkout costs a ping and a rollback, two round trips per read. So each
     thread owns one read connection, outside the pool (in autocommit on MySQL, each SELECT its
     own transaction): a read is one statement. A server that closed it since its last use (KILL,
-    wait_timeout, restart, failover) costs one retry on a fresh connection, not an error.
+    wait_timeout, restart, failover) costs one retry on a fresh connection, not an error. With
+    read replicas configured, the engine's read connections are feedsvc.db.replicas' router,
+    which sends each read to a replica or the primary.
     """
 
-    def __init__(self, engine: Engine) -> None:
-        self._connections: ThreadConnections = engine.get_execution_options()[READ_CONNECTIONS]
+    rows: Callable[[CompiledQuery, Mapping[str, Any]], list[tuple[Any, ...]]]
+    # The same on the primary whatever the router would choose: for operator and background work.
+    primary_rows: Callable[[CompiledQuery, Mapping[str, Any]], list[tuple[Any, ...]]]
 
-    def rows(self, query: CompiledQuery, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        cursor, reused = self._connections.cursor(query, params)
-        try:
-            return query.run(cursor, params).fetchall()
-        except DBAPIError as error:
-            if not (reused and self._connections.is_disconnect(error)):
-                raise
-            self._connections.discard()
-        cursor, _ = self._connections.cursor(query, params)
-        return query.run(cursor, params).fetchall()
+    def __init__(self, engine: Engine) -> None:
+        connections: ReadConnections = engine.get_execution_options()[READ_CONNECTIONS]
+        # Bound once: a read costs no lookup of where it goes when there is only the primary.
+        self.rows = connections.rows
+        self.primary_rows = connections.primary_rows
+
+
+class ReadConnections(Protocol):
+    """Where an engine's reads run: each thread's own connection to the primary (ThreadConnections)
+    or, with read replicas, a router over several servers' ones."""
+
+    # True for a router: write transactions then pin reads to the primary and note positions.
+    routes: bool
+
+    def reads_on_primary(self) -> AbstractContextManager[None]: ...
+
+    def note_commit(self, conn: Connection) -> None: ...
+
+    def rows(self, query: CompiledQuery, params: Mapping[str, Any]) -> list[tuple[Any, ...]]: ...
+
+    def primary_rows(
+        self, query: CompiledQuery, params: Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]: ...
 
 
 class ThreadConnections:
@@ -105,6 +122,28 @@ class ThreadConnections:
         self._autocommit = engine.dialect.name != "sqlite"
         self._recycle_s = recycle_s
         self._local = threading.local()
+
+    def rows(self, query: CompiledQuery, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Run a read on this thread's connection, once more on a fresh one if it was closed."""
+        cursor, reused = self.cursor(query, params)
+        try:
+            return query.run(cursor, params).fetchall()
+        except DBAPIError as error:
+            if not (reused and self.is_disconnect(error)):
+                raise
+            self.discard()
+        cursor, _ = self.cursor(query, params)
+        return query.run(cursor, params).fetchall()
+
+    primary_rows = rows
+    # Every read is on the primary already: writes need nothing from this class.
+    routes = False
+
+    def reads_on_primary(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def note_commit(self, conn: Connection) -> None:
+        """Nothing to note: there are no replicas to catch up."""
 
     def cursor(self, query: CompiledQuery, params: Mapping[str, Any]) -> tuple[Any, bool]:
         """This thread's cursor, and whether it served before (False: just connected)."""

@@ -28,7 +28,9 @@ from loadtest.machine import process_cpu_seconds
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 FEEDSVC = Path(sys.executable).parent / "feedsvc"
-GUNICORN_CONFIG = REPO_ROOT / "config" / "gunicorn.conf.py"
+# Relative to the checkout it boots: this one, or another build's (loadtest.bench --baseline).
+CONFIG_IN_CHECKOUT = Path("config", "gunicorn.conf.py")
+GUNICORN_CONFIG = REPO_ROOT / CONFIG_IN_CHECKOUT
 # The benchmark ceiling: the least a WSGI app can do per request under the same gunicorn config.
 HELLO_APP = "loadtest.hello:app"
 READY_PATH = "/ready"
@@ -154,13 +156,15 @@ class GunicornServer:
         gunicorn: Path = GUNICORN,
         cwd: Path = REPO_ROOT,
         inherit_settings: bool = False,
+        config: Path = GUNICORN_CONFIG,
     ) -> None:
         """Launch gunicorn as production does, with `env` over this process's environment.
 
         FEED_* variables of this process are left out unless `inherit_settings` (a benchmark
         honours its operator's); `app` replaces the config's wsgi_app (the hello ceiling, a
         test-only app); `fd_limit` is the processes' RLIMIT_NOFILE, as systemd's LimitNOFILE=
-        would set it; `gunicorn` and `cwd` run another installation than this checkout's.
+        would set it; `gunicorn`, `cwd` and `config` run another installation than this
+        checkout's.
         """
         environ = {
             key: value
@@ -175,7 +179,7 @@ class GunicornServer:
         environ["FEED_BIND"] = f"{self.host}:{self.port}"
         self._log = self.log_path.open("ab")
         self._process = subprocess.Popen(
-            [str(gunicorn), "--config", str(GUNICORN_CONFIG), *([app] if app else [])],
+            [str(gunicorn), "--config", str(config), *([app] if app else [])],
             cwd=cwd,
             env=environ,
             stdin=subprocess.DEVNULL,
@@ -196,18 +200,35 @@ class GunicornServer:
             time.sleep(0.1)
         raise ServerError(f"gunicorn not ready after {deadline} s:\n{self.log()}")
 
-    def serve(self, env: Mapping[str, str], workers: int, app: str | None = None) -> GunicornServer:
+    def serve(
+        self,
+        env: Mapping[str, str],
+        workers: int,
+        app: str | None = None,
+        checkout: Path | None = None,
+    ) -> GunicornServer:
         """A benchmark's server: the schema made (the embedded default makes its own), started,
-        ready, on the worker class asked for; stopped again if any of that fails."""
+        ready, on the worker class asked for; stopped again if any of that fails. `checkout`
+        boots another build of feedsvc (a checkout with its own .venv) instead of this one."""
+        root = checkout or REPO_ROOT
+        bin_dir = root / ".venv" / "bin" if checkout else GUNICORN.parent
         try:
             environ = {**os.environ, **env}
             if environ.get("FEED_DATABASE_URL") and app is None:
                 with self.log_path.open("ab") as log:
                     subprocess.run(
-                        [str(FEEDSVC), "init-db"],
-                        env=environ, cwd=REPO_ROOT, check=True, stdout=log,
+                        [str(bin_dir / "python"), "-m", "feedsvc", "init-db"],
+                        env=environ, cwd=root, check=True, stdout=log,
                     )  # fmt: skip
-            self.start(env, workers, app, inherit_settings=True)
+            self.start(
+                env,
+                workers,
+                app,
+                gunicorn=bin_dir / "gunicorn",
+                cwd=root,
+                inherit_settings=True,
+                config=root / CONFIG_IN_CHECKOUT,
+            )
             self.wait_ready(workers)
             requested = environ.get("FEED_WORKER_CLASS", "")
             if requested.lower() not in self.worker_class.lower():

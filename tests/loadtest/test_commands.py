@@ -108,3 +108,50 @@ def test_bench_puts_remote_mariadb_links_beside_sqlite(tmp_path, needs_mariadbd)
     # Every GET makes at least one round trip over the 2 ms link (a lower bound: load only adds).
     assert pairs[2]["p50_ms_median"] >= 2.0
     assert "measured ping" in completed.stderr
+
+
+def test_bench_boots_a_baseline_build_beside_this_one(tmp_path):
+    report = tmp_path / "bench.json"
+    completed = run(
+        "loadtest.bench", "--workers", "1", "--rounds", "1", "--duration", "0.5",
+        "--concurrency", "2", "--operations", "get-participant", "--no-half-rate",
+        "--baseline", str(REPO_ROOT), "--json", str(report),
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    revision = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    pairs = orjson.loads(report.read_bytes())["pairs"]
+    assert [pair["backend"] for pair in pairs] == [
+        "sqlite (embedded)",
+        f"sqlite (embedded) @{revision}",
+    ]
+    assert all(pair["throughput_per_s"] > 0 and pair["errors"] == 0 for pair in pairs)
+
+
+def test_bench_refuses_a_baseline_without_its_virtualenv(tmp_path):
+    completed = run("loadtest.bench", "--baseline", str(tmp_path), "--operations", "hello")
+    assert completed.returncode != 0
+    assert "has no .venv: run its scripts/setup first" in completed.stderr
+
+
+def test_bench_serves_a_private_primary_with_0_and_1_replica(tmp_path, needs_mariadbd):
+    report = tmp_path / "bench.json"
+    completed = run(
+        "loadtest.bench", "--workers", "1", "--rounds", "1", "--duration", "0.5",
+        "--concurrency", "2", "--operations", "get-participant", "--replicas", "0,1",
+        "--no-half-rate", "--json", str(report),
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    pairs = orjson.loads(report.read_bytes())["pairs"]
+    assert [pair["backend"] for pair in pairs] == [
+        "sqlite (embedded)", "mariadb 0 replicas", "mariadb 1 replica",
+    ]  # fmt: skip
+    assert all(pair["errors"] == 0 and pair["throughput_per_s"] > 0 for pair in pairs)
+    without, with_replica = pairs[1]["statements_per_request"], pairs[2]["statements_per_request"]
+    # One SELECT per read, on the primary alone, then on the replica; the replica checks of the
+    # server with the replica, booted beside, add a little to both rounds.
+    assert without["replica"][0] < 0.1 and 0.9 < without["primary"][0] < 1.5
+    assert with_replica["primary"][0] < 0.5 and 0.9 < with_replica["replica"][0] < 1.5
+    assert "replica stmts/req" in completed.stdout

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from loadtest.harness.gunicorn import REPO_ROOT, GunicornServer
+from loadtest.harness.mariadb import ReplicatedMariadb
 from tests.support.nginx import NginxProxy
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
@@ -26,7 +27,23 @@ HOOKS = "tests.support.schemathesis_checks"
 def test_schemathesis_finds_nothing_the_document_does_not_allow(
     tmp_path: Path, database_url: str, gunicorn_server: GunicornServer
 ) -> None:
-    env = {"FEED_DATABASE_URL": database_url}
+    schemathesis_finds_nothing(tmp_path, {"FEED_DATABASE_URL": database_url}, gunicorn_server)
+
+
+def test_schemathesis_finds_nothing_with_a_read_replica(
+    tmp_path: Path, replicated_mariadb: ReplicatedMariadb, gunicorn_server: GunicornServer
+) -> None:
+    """The same with reads routed to a replica, and any Feed-Position Schemathesis can send."""
+    env = {
+        "FEED_DATABASE_URL": replicated_mariadb.primary.url,
+        "FEED_DATABASE_REPLICA_URLS": replicated_mariadb.replica.url,
+    }
+    schemathesis_finds_nothing(tmp_path, env, gunicorn_server)
+
+
+def schemathesis_finds_nothing(
+    tmp_path: Path, env: dict[str, str], gunicorn_server: GunicornServer
+) -> None:
     gunicorn_server.start(env, workers=2)
     gunicorn_server.wait_ready(workers=2)
     # Schemathesis runs requests side by side: a per-client share well above its concurrency.

@@ -86,6 +86,31 @@ def test_clients_that_stop_reading_never_stall_the_worker(
 
 
 @pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_a_connection_whose_response_waited_for_the_socket_serves_its_next_request(
+    gunicorn_server: GunicornServer, worker_class: str
+) -> None:
+    """meinheld watched every connection with EPOLLEXCLUSIVE, which epoll never lets change: one
+    first watched for writing stayed so, and its next request hung while the loop spun (nginx
+    reuses upstream connections: a POST through it got no answer)."""
+    start(gunicorn_server, worker_class)
+    ada = gunicorn_server.request("POST", "/participant", {"name": "Ada"}).json
+    widest = {"subject": "s", "story": WIDEST_CHARACTER * STORY_MAX_CHARS}
+    for _ in range(STALLED_PAGE_POSTS):
+        assert gunicorn_server.request("POST", f"{ada['link']}/outbound", widest).status == 200
+    page = f"{ada['link']}/outbound?limit={MAX_LIMIT}"
+    connection = http.client.HTTPConnection("127.0.0.1", gunicorn_server.port, PROMPT_SECONDS)
+    try:
+        for path in (page, page, "/health"):
+            connection.request("GET", path)
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200
+    finally:
+        connection.close()
+    assert gunicorn_server.stop() == 0
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
 @pytest.mark.parametrize(
     "refused",
     [

@@ -17,7 +17,15 @@ from sqlalchemy.engine import URL, make_url
 from feedsvc.compose.schema import init_db
 from feedsvc.core.config import Config
 from feedsvc.db import tables
-from loadtest.harness.mariadb import INSTALL_DB, MARIADBD, PrivateMariadb, mariadb_installed
+from loadtest.harness.mariadb import (
+    COMMAND_COUNTERS,
+    INSTALL_DB,
+    MARIADBD,
+    PrivateMariadb,
+    ReplicatedMariadb,
+    client_commands,
+    mariadb_installed,
+)
 from tests.support.unavailable import unavailable
 
 # The shared server's test user, which scripts/ensure-mariadb creates: its password lives in this
@@ -154,6 +162,22 @@ def private_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Privat
         shutil.rmtree(server.data_dir, ignore_errors=True)
 
 
+@pytest.fixture
+def replicated_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicatedMariadb]:
+    """A private primary with the feed schema and a replica that has applied it (GTID)."""
+    if not mariadb_installed():
+        mariadb_unavailable(f"{MARIADBD} or {INSTALL_DB} is not installed")
+    pair = ReplicatedMariadb(tmp_path_factory.mktemp("replicated"))
+    try:
+        pair.start()
+        init_db(Config.from_env({"FEED_DATABASE_URL": pair.primary.url}))
+        pair.wait_replicated()
+        yield pair
+    finally:
+        pair.stop()
+        shutil.rmtree(pair.base_dir, ignore_errors=True)
+
+
 def kill_connections(url: str) -> int:
     """KILL, from another session, every other connection to the URL's database (what an
     operator, wait_timeout or a failover does to a service's idle connections); how many."""
@@ -182,18 +206,7 @@ class RoundTrips:
         self._conn = self._engine.connect()
 
     def total(self) -> int:
-        counters = dict(
-            self._conn.exec_driver_sql(
-                "SHOW GLOBAL STATUS WHERE Variable_name IN"
-                " ('Questions', 'Com_admin_commands', 'Com_show_status')"
-            ).all()
-        )
-        # Each SHOW STATUS of this session is one of the Questions.
-        return (
-            int(counters["Questions"])
-            + int(counters["Com_admin_commands"])
-            - int(counters["Com_show_status"])
-        )
+        return client_commands(dict(self._conn.exec_driver_sql(COMMAND_COUNTERS).all()))
 
     def close(self) -> None:
         self._conn.close()

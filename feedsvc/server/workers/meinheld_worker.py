@@ -5,9 +5,13 @@ fixes its C server: a response the socket cannot take at once is written as the 
 (built without greenlet, a missing `break` truncated it), within a total deadline after which the
 connection is closed; a refused CONNECT or upgrade leaves no Python error pending to fail the next
 request; a connection over the worker's fd limit is closed at once instead of never being watched;
-a stopping server answers with `Connection: close` and closes idle keep-alive connections; a slow
+a stopping server answers with `Connection: close` and closes idle keep-alive connections (once,
+however often gunicorn repeats SIGTERM, which had ended its loop early and reset them); a slow
 request no longer makes the other connections' keep-alive timeouts fire at once; its access log
-skips connections that sent no request. What remains here is supervision, as gunicorn expects:
+skips connections that sent no request; a connection whose first response had to wait for the
+socket is watched for its next request again (picoev's EPOLLEXCLUSIVE registration could never be
+changed, so the loop spun on it and the request hung). What remains here is supervision, as
+gunicorn expects:
 - Its C watchdog only `fchmod`s the heartbeat file, but gunicorn >= 22 judges a worker by that
   file's mtime against its monotonic clock, so a hung worker was never killed. Here the loop
   calls `notify()` (gunicorn's own mtime update) about once a second; a request stuck in the app
