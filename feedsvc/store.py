@@ -3,7 +3,7 @@
 Statements are compiled once per engine and run on the DB-API cursor (`Reader`, `run_in`).
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
@@ -189,7 +189,7 @@ def _post(row: tuple[Any, ...]) -> Post:
     return Post(post_id, sender_id, _as_datetime(occurred), subject, story)
 
 
-def _page(rows: list[tuple[Any, ...]]) -> list[Post] | None:
+def _page(rows: Sequence[tuple[Any, ...]]) -> list[Post] | None:
     """The posts of a page query's rows: None for no row (no such participant); the participant's
     row of NULLs, when there, comes first."""
     if not rows:
