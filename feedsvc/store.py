@@ -180,7 +180,8 @@ _PING = select(literal(1))
 
 
 def _as_datetime(value: datetime | str) -> datetime:
-    """MySQL drivers return datetimes; SQLite keeps the ISO text SQLAlchemy wrote."""
+    """Reads return ISO text: SQLite keeps what SQLAlchemy wrote, and mysqlclient's read
+    connections pass DATETIME on as text; another MySQL driver returns datetimes."""
     return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 
 
