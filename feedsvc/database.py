@@ -177,7 +177,7 @@ def run_in(conn: Connection, query: CompiledQuery, params: Mapping[str, Any]) ->
 
 
 class Reader:
-    """Runs compiled reads straight on a DB-API cursor that each thread keeps for itself.
+    """Runs compiled reads straight on a connection (or its cursor) that each thread keeps.
 
     SQLAlchemy's per-execution machinery costs several times the query itself on the hot read
     paths, and a pooled checkout costs a ping and a rollback, two round trips per read. So each
