@@ -6,6 +6,7 @@ Statements are compiled once per engine and run on the DB-API cursor (`Reader`, 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -191,12 +192,16 @@ def _post(row: tuple[Any, ...]) -> Post:
 
 
 def _page(rows: Sequence[tuple[Any, ...]]) -> list[Post] | None:
-    """The posts of a page query's rows: None for no row (no such participant); the participant's
-    row of NULLs, when there, comes first."""
+    """The posts of a page query's rows, newest first: None for no row (no such participant).
+
+    SQL promises no order across UNION ALL members, so the participant's row of NULLs is dropped
+    wherever it is and the page is put in order here (on rows already in order, one cheap pass).
+    """
     if not rows:
         return None
-    first = 1 if rows[0][0] is None else 0
-    return [_post(row) for row in rows[first:]]
+    posts = [_post(row) for row in rows if row[0] is not None]
+    posts.sort(key=attrgetter("id"), reverse=True)
+    return posts
 
 
 class CommitOutcomeUnknown(Exception):
