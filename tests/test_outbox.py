@@ -226,3 +226,16 @@ def test_a_stand_by_worker_does_not_query_for_each_post_it_commits(engine, relay
     assert shared_log == list(range(201))
     # Two queries per wake would be 400; the stand-by looks a few times a second instead.
     assert len(queries) < 100, queries
+
+
+def test_a_sink_with_a_longer_held_poll_gets_its_rows_gathered_into_one_batch(engine, relays):
+    gathering, prompt = RecordingSink("gathering"), RecordingSink("prompt")
+    start(relays, engine, gathering, prompt, held_poll_seconds_by_sink={"gathering": 2.0})
+    post(engine, "gathering", range(1))
+    wait_until(lambda: gathering.delivered == [0])
+    for number in range(1, 11):
+        post(engine, "gathering", range(number, number + 1))  # each commit wakes the relay
+    wait_until(lambda: gathering.delivered == list(range(11)))
+    assert gathering.attempts == 2
+    post(engine, "prompt", range(3))  # other sinks keep the default poll
+    wait_until(lambda: prompt.delivered == [0, 1, 2])
