@@ -19,7 +19,6 @@ to well within the lease period.
 from __future__ import annotations
 
 import atexit
-import functools
 import logging
 import os
 import secrets
@@ -33,7 +32,7 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy import Connection, bindparam, delete, event, func, insert, or_, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import IntegrityError
 
 from feedsvc.database import CompiledQuery, run_in, writer
@@ -65,6 +64,9 @@ DEFAULT_MIN_BACKOFF_SECONDS = 0.5
 DEFAULT_MAX_BACKOFF_SECONDS = 30.0
 # How often the backlog gauge is refreshed while a sink is being drained.
 BACKLOG_REPORT_SECONDS = 1.0
+
+# The outbox INSERT compiled for each engine's dialect: one or two engines in a worker.
+_INSERTS: dict[Dialect, CompiledQuery] = {}
 
 # Set on a pooled connection's info by `enqueue`; read when the connection returns to the pool.
 _PENDING_SINKS = "feedsvc.outbox.pending_sinks"
@@ -135,14 +137,17 @@ class Sink(Protocol):
 def enqueue(conn: Connection, sink: str, payload: bytes, key: str | None = None) -> None:
     """Queue a delivery inside the caller's transaction: it commits, or vanishes, with the post."""
     params = {"sink": sink, "key": key, "payload": payload, "created": utc_now()}
-    run_in(conn, _compiled_insert(conn.engine), params)
+    run_in(conn, _compiled_insert(conn), params)
     conn.info.setdefault(_PENDING_SINKS, set()).add(sink)
 
 
-@functools.cache
-def _compiled_insert(engine: Engine) -> CompiledQuery:
-    """The INSERT compiled once per engine: SQLAlchemy's own execute was half a post's enqueue."""
-    return CompiledQuery(engine, _INSERT)
+def _compiled_insert(conn: Connection) -> CompiledQuery:
+    """The INSERT compiled once per engine (its dialect, which `writer` copies share): SQLAlchemy's
+    own execute was half of what an enqueue cost."""
+    query = _INSERTS.get(conn.dialect)
+    if query is None:
+        query = _INSERTS[conn.dialect] = CompiledQuery(conn.engine, _INSERT)
+    return query
 
 
 def worker_identity() -> str:
