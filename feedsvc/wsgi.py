@@ -40,6 +40,7 @@ def build_service(config: Config) -> Service:
         middleware.append(ReadYourWrites(router))
     search = create_search(config, engine)
     sinks: list[Sink] = list(search.outbox_sinks)
+    held_polls: dict[str, float] = {}
     if config.kafka_bootstrap:
         # Imported only here: without FEED_KAFKA_BOOTSTRAP no Kafka code is even loaded.
         from feedsvc.kafka.features import KafkaFeatures
@@ -51,9 +52,10 @@ def build_service(config: Config) -> Service:
         if kafka.request_timing is not None:
             middleware.append(kafka.request_timing)
         sinks.append(kafka.event_sink)
+        held_polls[kafka.event_sink.name] = kafka.event_sink.gather_seconds
     store = Store(engine)
     feed = Feed(store, search, listeners)
-    relay = OutboxRelay(engine, sinks)
+    relay = OutboxRelay(engine, sinks, held_poll_seconds_by_sink=held_polls)
     relay.start()
     if config.search_urls and config.search_reconcile_interval_s:
         # Imported only here, like the Elasticsearch backend it checks.
