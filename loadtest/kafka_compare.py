@@ -5,13 +5,14 @@ python -m loadtest.kafka_compare [-d 10] [-c 16] [-r 2] [-w WORKERS] [-m classic
 Boots four identical servers on the embedded default: Kafka off; Kafka on with post events only
 (FEED_KAFKA_PERF_RECORDS=false) and a Tansu broker up; Kafka on with both streams and the broker
 up; and the same with its broker down (nothing listens at its bootstrap address). Rounds of
-`python -m loadtest` interleave them so a noisy neighbour hits each alike. Besides the
-throughput, each round reads the CPU time (utime + stime in /proc/PID/stat) the workers and the
-perf publisher used, divided by the API requests the server counted in /metrics: what the perf
-records add per request is the difference to the events-only server, what Kafka adds in all is
-the difference to Kafka off. Then the broker of the last comes up at that address, and the
-events its outbox collected meanwhile are timed until the outbox is empty: the drain rate after
-an outage.
+`python -m loadtest` interleave them so a noisy neighbour hits each alike. Besides the throughput,
+each round reads the CPU time (utime + stime in /proc/PID/stat) the workers and the perf publisher
+used, divided by the API requests the server counted in /metrics: what the perf records add per
+request is the difference to the events-only server, what Kafka adds in all is the difference to
+Kafka off. The workers' background threads (the outbox relays and kafka-python's network thread;
+/proc/PID/task) are shown apart from the threads serving requests. Then the broker of the last
+comes up at that address, and the events its outbox collected meanwhile are timed until the outbox
+is empty: the drain rate after an outage.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class Measured:
     rounds: list[dict] = field(default_factory=list)
     # Per round: CPU microseconds per request served, of the workers and of the perf publisher.
     worker_cpu: list[float] = field(default_factory=list)
+    # Of worker_cpu: what the workers' threads other than the one serving requests used.
+    background_cpu: list[float] = field(default_factory=list)
     publisher_cpu: list[float] = field(default_factory=list)
 
     def mean(self, name: str) -> float:
@@ -74,9 +77,12 @@ class Measured:
         workers, publishers = self.server.worker_pids(), self.server.publisher_pids()
         served_before = served(self.server)
         worker_before, publisher_before = cpu_seconds(workers), cpu_seconds(publishers)
+        background_before = background_cpu_seconds(workers)
         self.rounds.append(load_round(self.server, args, report))
         requests = served(self.server) - served_before
         self.worker_cpu.append((cpu_seconds(workers) - worker_before) / requests * 1e6)
+        background = background_cpu_seconds(workers) - background_before
+        self.background_cpu.append(background / requests * 1e6)
         self.publisher_cpu.append((cpu_seconds(publishers) - publisher_before) / requests * 1e6)
 
     @property
@@ -96,11 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time the processes have used so far (fields 14 and 15 of their stat)."""
-    ticks = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / CLOCK_TICKS
+    return sum(_stat_cpu_seconds(Path(f"/proc/{pid}/stat")) for pid in pids)
+
+
+def background_cpu_seconds(pids: list[int]) -> float:
+    """CPU time of the processes' threads other than their main thread (which serves requests):
+    threads that ended meanwhile are not counted, nor are those started later before they ran."""
+    return sum(
+        _stat_cpu_seconds(task / "stat")
+        for pid in pids
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        if task.name != str(pid)
+    )
+
+
+def _stat_cpu_seconds(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def cpu_ns(pids: list[int]) -> int:
@@ -218,7 +236,7 @@ def table(measured: list[Measured]) -> str:
     lines = [
         f"{'kafka':<7} {'req/s':>7} {'vs off':>7} {'vs events':>9} {'p50 ms':>7} {'p95 ms':>7}"
         f" {'errors':>6} {'worker us/req':>13} {'vs off':>7} {'vs events':>9}"
-        f" {'publisher us/req':>16}"
+        f" {'of it background':>16} {'publisher us/req':>16}"
     ]
     for m in measured:
         worker_cpu = statistics.fmean(m.worker_cpu)
@@ -228,6 +246,7 @@ def table(measured: list[Measured]) -> str:
             f" {m.mean('p50_ms'):>7.2f} {m.mean('p95_ms'):>7.2f} {m.errors:>6}"
             f" {worker_cpu:>13.1f} {worker_cpu - statistics.fmean(off.worker_cpu):>+7.1f}"
             f" {worker_cpu - statistics.fmean(events.worker_cpu):>+9.1f}"
+            f" {statistics.fmean(m.background_cpu):>16.1f}"
             f" {statistics.fmean(m.publisher_cpu):>16.1f}"
         )
     return "\n".join(lines)

@@ -1,18 +1,19 @@
 """The durable outbox: work a post owes to other systems, committed with the post, delivered later.
 
 A post's transaction calls `enqueue` for each sink that must hear of it (the search index, the
-event stream), so the post and that promise commit together. Each worker runs an `OutboxRelay`
-with one background thread per sink. Delivery is by lease: the worker holding a sink's row in
+event stream), so the post and that promise commit together. Each worker runs an `OutboxRelay` with
+one background thread per sink. Delivery is by lease: the worker holding a sink's row in
 `outbox_lease` (renewed while it works, released when the backlog is empty) delivers that sink's
 rows in id order, in batches, and deletes them only after the sink acknowledged the batch; it
-renews the lease only every third of its period and keeps it through short idle gaps. Other
-workers stand by and take the lease when it is free or has expired (a dead worker), so rows are
-never stuck and two workers never race on the same rows. On failure the holder keeps the rows and
-the lease and retries with capped exponential backoff, which spares a failing sink. Delivery is at
-least once: a sink must make redelivery harmless (the search index uses the post id as the
-document id; events carry the post id for consumers to deduplicate). Lease expiry is judged by
-each worker's own clock: hosts sharing one MySQL database need clocks synchronised (NTP) to well
-within the lease period.
+renews the lease only every third of its period and keeps it through short idle gaps. Other workers
+stand by and take the lease when it is free or has expired (a dead worker), so rows are never stuck
+and two workers never race on the same rows; while another holds it, a stand-by looks a few times a
+second, not at each of its posts, since the holder delivers them anyway. On failure the holder
+keeps the rows and the lease and retries with capped exponential backoff, which spares a failing
+sink. Delivery is at least once: a sink must make redelivery harmless (the search index uses the
+post id as the document id; events carry the post id for consumers to deduplicate). Lease expiry is
+judged by each worker's own clock: hosts sharing one MySQL database need clocks synchronised (NTP)
+to well within the lease period.
 """
 
 from __future__ import annotations
@@ -24,18 +25,19 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy import Connection, bindparam, delete, event, func, insert, or_, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import IntegrityError
 
 from feedsvc.core.clock import utc_now
 from feedsvc.core.protocols import OutboxRow, Sink
 from feedsvc.db.engines import writer
+from feedsvc.db.statements import CompiledQuery, run_in
 from feedsvc.db.tables import outbox, outbox_lease
 
 log = logging.getLogger(__name__)
@@ -54,10 +56,18 @@ DEFAULT_HELD_POLL_SECONDS = 0.05
 # How long a drained sink's lease is kept before it is handed back: under steady posting the
 # holder keeps it, so a post costs one delete, not a take-and-release of the lease as well.
 DEFAULT_IDLE_RELEASE_SECONDS = 2.0
+# A worker that found rows but another worker holding the lease looks again after this long,
+# whatever wakes it meanwhile: the holder polls every DEFAULT_HELD_POLL_SECONDS and keeps the
+# lease for DEFAULT_IDLE_RELEASE_SECONDS after its last rows, so it delivers this worker's posts.
+# Without it each post woke the stand-by's thread for two queries, in every worker but one.
+DEFAULT_STANDBY_SECONDS = 0.25
 DEFAULT_MIN_BACKOFF_SECONDS = 0.5
 DEFAULT_MAX_BACKOFF_SECONDS = 30.0
 # How often the backlog gauge is refreshed while a sink is being drained.
 BACKLOG_REPORT_SECONDS = 1.0
+
+# The outbox INSERT compiled for each engine's dialect: one or two engines in a worker.
+_INSERTS: dict[Dialect, CompiledQuery] = {}
 
 # Set on a pooled connection's info by `enqueue`; read when the connection returns to the pool.
 _PENDING_SINKS = "feedsvc.adapters.outbox.pending_sinks"
@@ -112,7 +122,8 @@ _RELEASE_LEASE = (
 
 def enqueue(conn: Connection, sink: str, payload: bytes, key: str | None = None) -> None:
     """Queue a delivery inside the caller's transaction: it commits, or vanishes, with the post."""
-    conn.execute(_INSERT, {"sink": sink, "key": key, "payload": payload, "created": utc_now()})
+    params = {"sink": sink, "key": key, "payload": payload, "created": utc_now()}
+    run_in(conn, _compiled_insert(conn), params)
     conn.info.setdefault(_PENDING_SINKS, set()).add(sink)
 
 
@@ -122,6 +133,15 @@ def backlog(engine: Engine, sink: str | None = None) -> int:
         if sink is None:
             return conn.execute(_COUNT_ALL).scalar_one()
         return conn.execute(_COUNT, {"sink": sink}).scalar_one()
+
+
+def _compiled_insert(conn: Connection) -> CompiledQuery:
+    """The INSERT compiled once per engine (its dialect, which `writer` copies share): SQLAlchemy's
+    own execute was a large share of what an enqueue cost."""
+    query = _INSERTS.get(conn.dialect)
+    if query is None:
+        query = _INSERTS[conn.dialect] = CompiledQuery(conn.engine, _INSERT)
+    return query
 
 
 def worker_identity() -> str:
@@ -141,12 +161,15 @@ class OutboxRelay:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         held_poll_seconds: float = DEFAULT_HELD_POLL_SECONDS,
+        held_poll_seconds_by_sink: Mapping[str, float] | None = None,
         idle_release_seconds: float = DEFAULT_IDLE_RELEASE_SECONDS,
+        standby_seconds: float = DEFAULT_STANDBY_SECONDS,
         min_backoff_seconds: float = DEFAULT_MIN_BACKOFF_SECONDS,
         max_backoff_seconds: float = DEFAULT_MAX_BACKOFF_SECONDS,
     ) -> None:
         self._engine = engine
         owner = worker_identity()
+        held_polls = held_poll_seconds_by_sink or {}
         self._deliveries = {
             sink.name: _SinkDelivery(
                 engine,
@@ -154,8 +177,9 @@ class OutboxRelay:
                 _Lease(engine, sink.name, owner, timedelta(seconds=lease_seconds)),
                 batch_size=batch_size,
                 poll_seconds=poll_seconds,
-                held_poll_seconds=held_poll_seconds,
+                held_poll_seconds=held_polls.get(sink.name, held_poll_seconds),
                 idle_release_seconds=idle_release_seconds,
+                standby_seconds=standby_seconds,
                 backoff=_Backoff(min_backoff_seconds, max_backoff_seconds),
             )
             for sink in sinks
@@ -287,6 +311,7 @@ class _SinkDelivery:
         poll_seconds: float,
         held_poll_seconds: float,
         idle_release_seconds: float,
+        standby_seconds: float,
         backoff: _Backoff,
     ) -> None:
         self._engine = engine
@@ -297,6 +322,7 @@ class _SinkDelivery:
         self._poll_seconds = poll_seconds
         self._held_poll_seconds = held_poll_seconds
         self._idle_release_seconds = idle_release_seconds
+        self._standby_seconds = standby_seconds
         self._drained_at: float | None = None
         self._backoff = backoff
         self._backlog = BACKLOG.labels(sink.name)
@@ -304,6 +330,9 @@ class _SinkDelivery:
         self._failures = FAILURES.labels(sink.name)
         self._backlog_reported = 0.0
         self._woken = threading.Event()
+        # False while a wake would not cut the current wait short: then posts skip setting the
+        # event, which saves the thread a switch for nothing (the wait ends in a step anyway).
+        self._wakes_wanted = True
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"outbox-{sink.name}", daemon=True)
 
@@ -318,7 +347,8 @@ class _SinkDelivery:
         self._thread.join(timeout)
 
     def wake(self) -> None:
-        self._woken.set()
+        if self._wakes_wanted:
+            self._woken.set()
 
     def _run(self) -> None:
         try:
@@ -340,7 +370,7 @@ class _SinkDelivery:
         if not self._lease.held and not self._has_rows():
             return self._poll_seconds, True
         if not self._lease.ensure():
-            return self._poll_seconds, True
+            return self._standby_seconds, False
         rows = self._next_batch()
         if not rows:
             return self._drained()
@@ -384,16 +414,21 @@ class _SinkDelivery:
     def _wait(self, seconds: float, interruptible: bool) -> None:
         """Sleep, renewing a held lease; during a backoff new posts do not cut the wait short."""
         deadline = time.monotonic() + seconds
-        while not self._stopping.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            if self._woken.wait(min(remaining, self._lease.renew_every)):
-                self._woken.clear()
-                if interruptible or self._stopping.is_set():
+        self._wakes_wanted = interruptible
+        try:
+            while not self._stopping.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     return
-            elif self._lease.held:
-                self._lease.ensure()
+                if self._woken.wait(min(remaining, self._lease.renew_every)):
+                    self._woken.clear()
+                    if interruptible or self._stopping.is_set():
+                        return
+                elif self._lease.held:
+                    self._lease.ensure()
+        finally:
+            # Wakes while the next step runs must count: its rows may be the ones it misses.
+            self._wakes_wanted = True
 
     def _has_rows(self) -> bool:
         with self._engine.connect() as conn:

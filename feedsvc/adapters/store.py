@@ -3,19 +3,23 @@
 Statements are compiled once per engine and run on the DB-API cursor (`Reader`, `run_in`).
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    CompoundSelect,
     Connection,
+    and_,
     bindparam,
     exists,
     func,
     insert,
     literal,
+    null,
     select,
     union_all,
 )
@@ -50,7 +54,7 @@ _INSERT_PAIR = insert(friendship).from_select(
 )
 
 
-def _friends_union(participant_id: object, outbound_id: object | None = None) -> object:
+def _friends_union(participant_id: object, outbound_id: object | None = None) -> CompoundSelect:
     """Both halves of the symmetric friendship table: (friendship id or post id, friend id) rows."""
     key = friendship.c.id if outbound_id is None else outbound_id
     return union_all(
@@ -63,7 +67,17 @@ def _friends_union(participant_id: object, outbound_id: object | None = None) ->
     )
 
 
-_FRIENDS = _friends_union(bindparam("participant_id")).subquery()
+# A GET is one statement: it also says whether the participant exists, so an empty answer needs
+# no second query to tell a 404 from "nothing yet". This row of NULLs is there when they do.
+_PARTICIPANT_ROW = (
+    select(null(), null())
+    .select_from(participant)
+    .where(participant.c.id == bindparam("participant_id"))
+)
+# The friends, after the participant's row (NULL sorts before every id): [] for an unknown one.
+_FRIENDS = union_all(
+    *_friends_union(bindparam("participant_id")).selects, _PARTICIPANT_ROW
+).subquery()
 _SELECT_FRIENDS = select(_FRIENDS.c.id, _FRIENDS.c.friend_id).order_by(_FRIENDS.c.id)
 
 # The post is inserted only when its sender exists: no separate check, no extra round trip.
@@ -103,6 +117,46 @@ _INBOUND_PAGE = (
     .order_by(inbound.c.outbound_id.desc())
     .limit(bindparam("limit"))
 )
+# A page, each in one statement that tells an unknown participant (no row at all) from one with no
+# posts (a row of NULLs). MySQL: the participant's row of NULLs, then the page in its own
+# parenthesised member, which keeps its index order and LIMIT; MariaDB sends a UNION ALL member by
+# member, with no temporary table (a LEFT JOIN would sort the whole timeline in one).
+_PARTICIPANT_POST_ROW = (
+    select(*(null() for _ in _POST_COLUMNS))
+    .select_from(participant)
+    .where(participant.c.id == bindparam("participant_id"))
+)
+_OUTBOUND_PAGE_ON_MYSQL = union_all(_PARTICIPANT_POST_ROW, _OUTBOUND_PAGE)
+_INBOUND_PAGE_ON_MYSQL = union_all(_PARTICIPANT_POST_ROW, _INBOUND_PAGE)
+# SQLite (which has no parenthesised members): the page LEFT JOINed to the participant's row, a
+# row of NULLs when it is empty; SQLite walks the same index in page order, no sort, no extra cost.
+_OUTBOUND_PAGE_ON_SQLITE = (
+    select(*_POST_COLUMNS)
+    .select_from(
+        participant.outerjoin(
+            outbound,
+            and_(outbound.c.sender_id == participant.c.id, outbound.c.id < bindparam("before")),
+        )
+    )
+    .where(participant.c.id == bindparam("participant_id"))
+    .order_by(outbound.c.id.desc())
+    .limit(bindparam("limit"))
+)
+_INBOUND_PAGE_ON_SQLITE = (
+    select(*_POST_COLUMNS)
+    .select_from(
+        participant.outerjoin(
+            inbound,
+            and_(
+                inbound.c.recipient_id == participant.c.id,
+                inbound.c.outbound_id < bindparam("before"),
+            ),
+        ).outerjoin(outbound, outbound.c.id == inbound.c.outbound_id)
+    )
+    .where(participant.c.id == bindparam("participant_id"))
+    .order_by(inbound.c.outbound_id.desc())
+    .limit(bindparam("limit"))
+)
 
 # Every post in id order, a batch at a time: for rebuilding a search index.
 _POSTS_AFTER = (
@@ -121,13 +175,27 @@ _PING = select(literal(1))
 
 
 def _as_datetime(value: datetime | str) -> datetime:
-    """MySQL drivers return datetimes; SQLite keeps the ISO text SQLAlchemy wrote."""
+    """Reads return ISO text: SQLite keeps what SQLAlchemy wrote, and mysqlclient's read
+    connections pass DATETIME on as text; another MySQL driver returns datetimes."""
     return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 
 
 def _post(row: tuple[Any, ...]) -> Post:
     post_id, sender_id, occurred, subject, story = row
     return Post(post_id, sender_id, _as_datetime(occurred), subject, story)
+
+
+def _page(rows: Sequence[tuple[Any, ...]]) -> list[Post] | None:
+    """The posts of a page query's rows, newest first: None for no row (no such participant).
+
+    SQL promises no order across UNION ALL members, so the participant's row of NULLs is dropped
+    wherever it is and the page is put in order here (on rows already in order, one cheap pass).
+    """
+    if not rows:
+        return None
+    posts = [_post(row) for row in rows if row[0] is not None]
+    posts.sort(key=attrgetter("id"), reverse=True)
+    return posts
 
 
 class CommitOutcomeUnknown(Exception):
@@ -153,8 +221,13 @@ class Store:
         self._reader = Reader(engine)
         self._participant = CompiledQuery(engine, _SELECT_PARTICIPANT)
         self._friends = CompiledQuery(engine, _SELECT_FRIENDS)
-        self._outbound_page = CompiledQuery(engine, _OUTBOUND_PAGE)
-        self._inbound_page = CompiledQuery(engine, _INBOUND_PAGE)
+        on_sqlite = engine.dialect.name == "sqlite"
+        self._outbound_page = CompiledQuery(
+            engine, _OUTBOUND_PAGE_ON_SQLITE if on_sqlite else _OUTBOUND_PAGE_ON_MYSQL
+        )
+        self._inbound_page = CompiledQuery(
+            engine, _INBOUND_PAGE_ON_SQLITE if on_sqlite else _INBOUND_PAGE_ON_MYSQL
+        )
         self._posts_after = CompiledQuery(engine, _POSTS_AFTER)
         self._post_count = CompiledQuery(engine, _POST_COUNT)
         self._newest_post_id = CompiledQuery(engine, _NEWEST_POST_ID)
@@ -216,11 +289,15 @@ class Store:
         cursor = run_in(conn, self._insert_pair, {"low_id": low_id, "high_id": high_id})
         return cursor.lastrowid if cursor.rowcount else None
 
-    def friendships(self, participant_id: int) -> list[Friendship]:
+    def friendships(self, participant_id: int) -> list[Friendship] | None:
+        """None when the participant does not exist."""
         rows = self._reader.rows(self._friends, {"participant_id": participant_id})
+        if not rows:
+            return None
+        # The participant's row of NULLs comes first.
         return [
             Friendship(friendship_id, participant_id, friend_id)
-            for friendship_id, friend_id in rows
+            for friendship_id, friend_id in rows[1:]
         ]
 
     def insert_post(
@@ -236,13 +313,16 @@ class Store:
         params = {"sender_id": post.sender_id, "outbound_id": post.id}
         return run_in(conn, self._fan_out, params).rowcount
 
-    def outbound_page(self, participant_id: int, before: int, limit: int) -> list[Post]:
+    def outbound_page(self, participant_id: int, before: int, limit: int) -> list[Post] | None:
+        """The sender's posts with ids below `before`, newest first; None when they do not exist."""
         params = {"participant_id": participant_id, "before": before, "limit": limit}
-        return [_post(row) for row in self._reader.rows(self._outbound_page, params)]
+        return _page(self._reader.rows(self._outbound_page, params))
 
-    def inbound_page(self, participant_id: int, before: int, limit: int) -> list[Post]:
+    def inbound_page(self, participant_id: int, before: int, limit: int) -> list[Post] | None:
+        """Posts delivered to the recipient with ids below `before`, newest first; None when they
+        do not exist."""
         params = {"participant_id": participant_id, "before": before, "limit": limit}
-        return [_post(row) for row in self._reader.rows(self._inbound_page, params)]
+        return _page(self._reader.rows(self._inbound_page, params))
 
     def posts_after(self, after: int, limit: int) -> list[Post]:
         """Posts with ids above `after`, oldest first: walks the whole table a batch at a time."""

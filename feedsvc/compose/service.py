@@ -65,6 +65,7 @@ def build_service(
         middleware.append(ReadYourWrites(router))
     search = search or create_search(config, engine)
     sinks: list[Sink] = list(search.outbox_sinks)
+    held_polls: dict[str, float] = {}
     if config.kafka_bootstrap:
         # Imported only here: without FEED_KAFKA_BOOTSTRAP no Kafka code is even loaded.
         from feedsvc.compose.kafka import KafkaFeatures
@@ -76,9 +77,10 @@ def build_service(
         if kafka.request_timing is not None:
             middleware.append(kafka.request_timing)
         sinks.append(kafka.event_sink)
+        held_polls[kafka.event_sink.name] = kafka.event_sink.gather_seconds
     store = Store(engine)
     feed = Feed(store, search, listeners)
-    relay = OutboxRelay(engine, sinks)
+    relay = OutboxRelay(engine, sinks, held_poll_seconds_by_sink=held_polls)
     if start_relay:
         relay.start()
     if config.search_urls and config.search_reconcile_interval_s:

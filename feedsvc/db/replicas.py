@@ -135,7 +135,7 @@ class ReplicaRouter:
         self._stopping = threading.Event()
         self._checker: threading.Thread | None = None
 
-    def rows(self, query: CompiledQuery, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    def rows(self, query: CompiledQuery, params: Mapping[str, Any]) -> Sequence[tuple[Any, ...]]:
         route = getattr(self._local, "route", None)
         if route is None:
             serving = self._serving
@@ -153,7 +153,7 @@ class ReplicaRouter:
 
     def primary_rows(
         self, query: CompiledQuery, params: Mapping[str, Any]
-    ) -> list[tuple[Any, ...]]:
+    ) -> Sequence[tuple[Any, ...]]:
         return self._primary.rows(query, params)
 
     def reads_on_primary(self) -> AbstractContextManager[None]:

@@ -3,7 +3,7 @@
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol
 
@@ -33,6 +33,10 @@ class CompiledQuery:
             if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect))
         }
         self._dbapi_error = dialect.loaded_dbapi.Error
+        # mysqlclient's cursor renders each statement in Python (encode, escape, %) and keeps
+        # state a read never looks at: a read sends this, with the values escaped by the
+        # connection's own literal(), exactly as the cursor would, and takes the rows as they come.
+        self._mysql_template = self.sql.encode() if reads_on_connection(dialect) else b""
 
     def values(self, params: Mapping[str, Any]) -> list[Any]:
         values = [params[name] if name in params else self.defaults[name] for name in self.names]
@@ -50,6 +54,23 @@ class CompiledQuery:
         except self._dbapi_error as error:
             raise DBAPIError.instance(self.sql, values, error, self._dbapi_error) from error
         return cursor
+
+    def fetch(self, handle: Any, params: Mapping[str, Any]) -> Sequence[tuple[Any, ...]]:
+        """Every row, read on a thread's read handle (`ThreadConnections.handle`): the
+        mysqlclient connection itself, or another driver's cursor."""
+        if not self._mysql_template:
+            return self.run(handle, params).fetchall()
+        values = self.values(params)
+        try:
+            handle.query(self._mysql_template % tuple(map(handle.literal, values)))
+            return handle.store_result().fetch_row(0)
+        except self._dbapi_error as error:
+            raise DBAPIError.instance(self.sql, values, error, self._dbapi_error) from error
+
+
+def reads_on_connection(dialect: Any) -> bool:
+    """Whether reads skip the DB-API cursor and run on mysqlclient's connection itself."""
+    return dialect.driver == "mysqldb"
 
 
 def run_in(conn: Connection, query: CompiledQuery, params: Mapping[str, Any]) -> Any:
@@ -71,7 +92,7 @@ def run_in(conn: Connection, query: CompiledQuery, params: Mapping[str, Any]) ->
 
 
 class Reader:
-    """Runs compiled reads straight on a DB-API cursor that each thread keeps for itself.
+    """Runs compiled reads straight on a connection (or its cursor) that each thread keeps.
 
     SQLAlchemy's per-execution machinery costs several times the query itself on the hot read
     paths, and a pooled checkout costs a ping and a rollback, two round trips per read. So each
@@ -82,9 +103,9 @@ class Reader:
     which sends each read to a replica or the primary.
     """
 
-    rows: Callable[[CompiledQuery, Mapping[str, Any]], list[tuple[Any, ...]]]
+    rows: Callable[[CompiledQuery, Mapping[str, Any]], Sequence[tuple[Any, ...]]]
     # The same on the primary whatever the router would choose: for operator and background work.
-    primary_rows: Callable[[CompiledQuery, Mapping[str, Any]], list[tuple[Any, ...]]]
+    primary_rows: Callable[[CompiledQuery, Mapping[str, Any]], Sequence[tuple[Any, ...]]]
 
     def __init__(self, engine: Engine) -> None:
         connections: ReadConnections = engine.get_execution_options()[READ_CONNECTIONS]
@@ -104,11 +125,13 @@ class ReadConnections(Protocol):
 
     def note_commit(self, conn: Connection) -> None: ...
 
-    def rows(self, query: CompiledQuery, params: Mapping[str, Any]) -> list[tuple[Any, ...]]: ...
+    def rows(
+        self, query: CompiledQuery, params: Mapping[str, Any]
+    ) -> Sequence[tuple[Any, ...]]: ...
 
     def primary_rows(
         self, query: CompiledQuery, params: Mapping[str, Any]
-    ) -> list[tuple[Any, ...]]: ...
+    ) -> Sequence[tuple[Any, ...]]: ...
 
 
 class ThreadConnections:
@@ -120,20 +143,21 @@ class ThreadConnections:
         self._dialect = engine.dialect
         self._dbapi_error = engine.dialect.loaded_dbapi.Error
         self._autocommit = engine.dialect.name != "sqlite"
+        self._reads_on_connection = reads_on_connection(engine.dialect)
         self._recycle_s = recycle_s
         self._local = threading.local()
 
-    def rows(self, query: CompiledQuery, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    def rows(self, query: CompiledQuery, params: Mapping[str, Any]) -> Sequence[tuple[Any, ...]]:
         """Run a read on this thread's connection, once more on a fresh one if it was closed."""
-        cursor, reused = self.cursor(query, params)
+        handle, reused = self.handle(query, params)
         try:
-            return query.run(cursor, params).fetchall()
+            return query.fetch(handle, params)
         except DBAPIError as error:
             if not (reused and self.is_disconnect(error)):
                 raise
             self.discard()
-        cursor, _ = self.cursor(query, params)
-        return query.run(cursor, params).fetchall()
+        handle, _ = self.handle(query, params)
+        return query.fetch(handle, params)
 
     primary_rows = rows
     # Every read is on the primary already: writes need nothing from this class.
@@ -145,17 +169,18 @@ class ThreadConnections:
     def note_commit(self, conn: Connection) -> None:
         """Nothing to note: there are no replicas to catch up."""
 
-    def cursor(self, query: CompiledQuery, params: Mapping[str, Any]) -> tuple[Any, bool]:
-        """This thread's cursor, and whether it served before (False: just connected)."""
+    def handle(self, query: CompiledQuery, params: Mapping[str, Any]) -> tuple[Any, bool]:
+        """What this thread reads on (its cursor, or its mysqlclient connection), and whether it
+        served before (False: just connected)."""
         local = self._local
         try:
-            cursor = local.cursor
+            handle = local.handle
         except AttributeError:
             return self._connect(query, params), False
         if self._recycle_s is not None and time.monotonic() > local.recycle_at:
             self.discard()
             return self._connect(query, params), False
-        return cursor, True
+        return handle, True
 
     def is_disconnect(self, error: DBAPIError) -> bool:
         return self._dialect.is_disconnect(error.orig, self._local.connection, None)
@@ -164,7 +189,7 @@ class ThreadConnections:
         """Close this thread's connection; its next read connects afresh."""
         local = self._local
         connection = local.connection
-        del local.cursor, local.connection
+        del local.handle, local.connection
         try:
             connection.close()
         except self._dbapi_error:
@@ -181,14 +206,20 @@ class ThreadConnections:
             raise DBAPIError.instance(
                 query.sql, query.values(params), error, self._dbapi_error
             ) from error
+        if self._reads_on_connection:
+            # DATETIME columns as their text, which the store parses in C (as it does SQLite's):
+            # mysqlclient's own conversion is Python, a large share of reading a page (README:
+            # MySQL / MariaDB).
+            datetime_type = self._dialect.loaded_dbapi.FIELD_TYPE.DATETIME
+            connection.converter = {**connection.converter, datetime_type: str}
         local = self._local
         local.connection = connection
-        # One cursor for all of the thread's reads: each execute() starts it afresh.
-        local.cursor = connection.cursor()
+        # Else one cursor for all of the thread's reads: each execute() starts it afresh.
+        local.handle = connection if self._reads_on_connection else connection.cursor()
         if self._recycle_s is not None:
             # Replaced before the server's wait_timeout would close it.
             local.recycle_at = time.monotonic() + self._recycle_s
-        return local.cursor
+        return local.handle
 
 
 def share_read_connections(engine: Engine, recycle_s: float | None) -> None:

@@ -133,8 +133,8 @@ class Feed:
 
     def friendships(self, participant_id: int) -> list[Friendship]:
         found = self._store.friendships(participant_id)
-        if not found:
-            self.participant(participant_id)
+        if found is None:
+            raise UnknownParticipant(participant_id)
         return found
 
     @retry_transaction
@@ -166,9 +166,9 @@ class Feed:
     def senders_matching(self, keywords: str, limit: int) -> list[int]:
         return self._search.senders_matching(keywords, limit)
 
-    def _page(self, participant_id: int, posts: list[Post], limit: int) -> Page:
-        if not posts:
-            self.participant(participant_id)
+    def _page(self, participant_id: int, posts: list[Post] | None, limit: int) -> Page:
+        if posts is None:
+            raise UnknownParticipant(participant_id)
         if len(posts) > limit:
             return Page(posts[:limit], next_before=posts[limit - 1].id)
         return Page(posts, next_before=None)

@@ -26,10 +26,11 @@ How workers share the outbox (feedsvc.adapters.outbox): every worker runs a rela
 delivers. The holder takes a batch of rows in id order, calls KafkaEventSink.deliver(), and
 deletes the rows only after it returned; it renews the lease while it works, releases it when
 the backlog is empty, and on failure keeps rows and lease and retries with capped exponential
-backoff. The others poll, are woken after a local post, and take the lease once it is free or
-expired, so a dead or restarted worker's share is picked up after at most one lease period
-(30 s), resending at most the batch it had in flight. One deliverer per sink means no race on
-rows, no double sends between workers, and one sender's events leave in id order.
+backoff; it gathers events for up to 0.25 s into one batch, since each batch costs far more than
+an event. The others poll, look again a few times a second while rows wait, and take the lease
+once it is free or expired, so a dead or restarted worker's share is picked up after at most one
+lease period (30 s), resending at most the batch it had in flight. One deliverer per sink means
+no race on rows, no double sends between workers, and one sender's events leave in id order.
 deliver() is bounded (about 15 s: a 5 s metadata wait plus a 10 s wait for acknowledgements),
 well inside the lease, so a slow broker never makes two workers deliver the same batch.
 """

@@ -61,30 +61,44 @@ def test_each_read_is_one_statement_and_a_post_three(private_mariadb):
     for friend in friends:
         send("POST", f"{ada['link']}/friends", {"to": friend["link"]})
     send("POST", f"{ada['link']}/outbound", {"subject": "s", "story": "hello world"})
+    loner = send("POST", "/participant", {"name": "Loner"})
+    unknown = "/participant/999999"
     newcomers = [send("POST", "/participant", {"name": f"n{i}"}) for i in range(REPEATS)]
-    # Statements per request, and why: a read is its own transaction in autocommit; a write's
-    # first statement opens its transaction (no BEGIN) and checks what it needs (no SELECT).
+    # Statements per request, and why: a read is its own transaction in autocommit, and tells an
+    # unknown participant from one with nothing yet by itself; a write's first statement opens
+    # its transaction (no BEGIN) and checks what it needs (no SELECT).
     expected = [
-        ("GET", ada["link"], None, 1),
-        ("GET", f"{friends[0]['link']}/inbound", None, 1),
-        ("GET", f"{ada['link']}/outbound", None, 1),
-        ("GET", f"{ada['link']}/friends", None, 1),
-        ("GET", "/outbound?keywords=world", None, 1),
-        ("POST", "/participant", {"name": "x"}, 2),  # INSERT, COMMIT
+        ("GET", ada["link"], None, 200, 1),
+        ("GET", unknown, None, 404, 1),
+        ("GET", f"{friends[0]['link']}/inbound", None, 200, 1),
+        ("GET", f"{loner['link']}/inbound", None, 200, 1),
+        ("GET", f"{unknown}/inbound", None, 404, 1),
+        ("GET", f"{ada['link']}/outbound", None, 200, 1),
+        ("GET", f"{loner['link']}/outbound", None, 200, 1),
+        ("GET", f"{unknown}/outbound", None, 404, 1),
+        ("GET", f"{ada['link']}/friends", None, 200, 1),
+        ("GET", f"{loner['link']}/friends", None, 200, 1),
+        ("GET", f"{unknown}/friends", None, 404, 1),
+        ("GET", "/outbound?keywords=world", None, 200, 1),
+        ("GET", "/outbound?keywords=nowhere", None, 200, 1),
+        ("POST", "/participant", {"name": "x"}, 200, 2),  # INSERT, COMMIT
         # Already friends: INSERT ... SELECT (no row), COMMIT, SELECT finds the friendship.
-        ("POST", f"{ada['link']}/friends", {"to": friends[0]["link"]}, 3),
+        ("POST", f"{ada['link']}/friends", {"to": friends[0]["link"]}, 200, 3),
         # Post: INSERT ... SELECT FROM participant, INSERT ... SELECT FROM friendship, COMMIT.
-        ("POST", f"{ada['link']}/outbound", {"subject": "s", "story": "x"}, 3),
+        ("POST", f"{ada['link']}/outbound", {"subject": "s", "story": "x"}, 200, 3),
     ]
     counter = RoundTrips(private_mariadb.url)
     try:
         measured = {}
-        for method, path, body, _ in expected:
-            send(method, path, body)  # this thread's connections exist before counting
+        empty_answers = set()
+        for method, path, body, status, _ in expected:
+            simulate(client, method, path, body)  # this thread's connections exist before counting
             before = counter.total()
-            for _ in range(REPEATS):
-                send(method, path, body)
+            answers = [simulate(client, method, path, body) for _ in range(REPEATS)]
             measured[method, path] = (counter.total() - before) / REPEATS
+            assert {answer.status_code for answer in answers} == {status}, (method, path)
+            if answers[0].json == []:
+                empty_answers.add(path)
         # A new friendship: INSERT ... SELECT FROM participant WHERE NOT EXISTS, COMMIT.
         before = counter.total()
         for newcomer in newcomers:
@@ -93,8 +107,11 @@ def test_each_read_is_one_statement_and_a_post_three(private_mariadb):
     finally:
         counter.close()
 
-    assert measured == {(method, path): trips for method, path, _, trips in expected}
+    assert measured == {(method, path): trips for method, path, _, _, trips in expected}
     assert new_pair == 2
+    # Each kind of GET was counted with an empty answer as well as a full one.
+    loner_empty = {f"{loner['link']}/{timeline}" for timeline in ("inbound", "outbound", "friends")}
+    assert empty_answers == loner_empty | {"/outbound?keywords=nowhere"}
 
 
 def test_connections_killed_between_requests_cost_no_failed_request(mariadb_url):

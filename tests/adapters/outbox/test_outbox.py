@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import insert, select
+from sqlalchemy import event, insert, select
 from sqlalchemy.engine import Engine
 
 from feedsvc.adapters.outbox import OutboxRelay, _Backoff, backlog, enqueue
@@ -199,3 +199,38 @@ def test_the_lease_holder_delivers_rows_other_workers_committed_without_the_idle
     finally:
         other_worker.dispose()
     wait_until(lambda: sink.delivered == [0, 1, 2])
+
+
+def test_a_stand_by_worker_does_not_query_for_each_post_it_commits(engine, relays, tmp_path):
+    shared_log: list[int] = []
+    start(relays, engine, RecordingSink("standby", log=shared_log), idle_release_seconds=3600)
+    post(engine, "standby", range(1))
+    wait_until(lambda: shared_log == [0])
+    other_worker = create_engine(Config(data_dir=tmp_path))
+    queries: list[str] = []
+    event.listen(other_worker, "before_cursor_execute", lambda *args: queries.append(args[2]))
+    try:
+        start(relays, other_worker, RecordingSink("standby", log=shared_log))
+        for number in range(1, 201):
+            post(other_worker, "standby", range(number, number + 1))  # each commit wakes its relay
+            time.sleep(0.005)
+        wait_until(lambda: len(shared_log) == 201)
+        relays[-1].stop()
+    finally:
+        other_worker.dispose()
+    assert shared_log == list(range(201))
+    # Two queries per wake would be 400; the stand-by looks a few times a second instead.
+    assert len(queries) < 100, queries
+
+
+def test_a_sink_with_a_longer_held_poll_gets_its_rows_gathered_into_one_batch(engine, relays):
+    gathering, prompt = RecordingSink("gathering"), RecordingSink("prompt")
+    start(relays, engine, gathering, prompt, held_poll_seconds_by_sink={"gathering": 2.0})
+    post(engine, "gathering", range(1))
+    wait_until(lambda: gathering.delivered == [0])
+    for number in range(1, 11):
+        post(engine, "gathering", range(number, number + 1))  # each commit wakes the relay
+    wait_until(lambda: gathering.delivered == list(range(11)))
+    assert gathering.attempts == 2
+    post(engine, "prompt", range(3))  # other sinks keep the default poll
+    wait_until(lambda: prompt.delivered == [0, 1, 2])
