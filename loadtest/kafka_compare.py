@@ -10,7 +10,8 @@ each round reads the CPU time (utime + stime in /proc/PID/stat) the workers and 
 used, divided by the API requests the server counted in /metrics: what the perf records add per
 request is the difference to the events-only server, what Kafka adds in all is the difference to
 Kafka off. The workers' background threads (the outbox relays and kafka-python's network thread;
-/proc/PID/task) are shown apart from the threads serving requests. Then the broker of the last
+/proc/PID/task) are shown apart from the threads serving requests, and so is the broker's CPU (here
+it shares the cores with the service). Then the broker of the last
 comes up at that address, and the events its outbox collected meanwhile are timed until the outbox
 is empty: the drain rate after an outage.
 """
@@ -62,12 +63,16 @@ class Measured:
     setting: str
     server: GunicornServer
     data_dir: Path
+    # The broker this server publishes to (shared by two servers, whose rounds never overlap).
+    broker: TansuBroker | None = None
     rounds: list[dict] = field(default_factory=list)
     # Per round: CPU microseconds per request served, of the workers and of the perf publisher.
     worker_cpu: list[float] = field(default_factory=list)
     # Of worker_cpu: what the workers' threads other than the one serving requests used.
     background_cpu: list[float] = field(default_factory=list)
     publisher_cpu: list[float] = field(default_factory=list)
+    # The broker's CPU per request: on this machine it shares the cores with the service.
+    broker_cpu: list[float] = field(default_factory=list)
 
     def mean(self, name: str) -> float:
         return statistics.fmean(float(total[name]) for total in self.rounds)
@@ -75,8 +80,10 @@ class Measured:
     def measure_round(self, args: argparse.Namespace, report: Path) -> None:
         """One load round, with the CPU the server's processes spent on it per API request."""
         workers, publishers = self.server.worker_pids(), self.server.publisher_pids()
+        brokers = self.broker.pids if self.broker else []
         served_before = served(self.server)
         worker_before, publisher_before = cpu_seconds(workers), cpu_seconds(publishers)
+        broker_before = cpu_seconds(brokers)
         background_before = background_cpu_seconds(workers)
         self.rounds.append(load_round(self.server, args, report))
         requests = served(self.server) - served_before
@@ -84,6 +91,7 @@ class Measured:
         background = background_cpu_seconds(workers) - background_before
         self.background_cpu.append(background / requests * 1e6)
         self.publisher_cpu.append((cpu_seconds(publishers) - publisher_before) / requests * 1e6)
+        self.broker_cpu.append((cpu_seconds(brokers) - broker_before) / requests * 1e6)
 
     @property
     def errors(self) -> int:
@@ -236,7 +244,7 @@ def table(measured: list[Measured]) -> str:
     lines = [
         f"{'kafka':<7} {'req/s':>7} {'vs off':>7} {'vs events':>9} {'p50 ms':>7} {'p95 ms':>7}"
         f" {'errors':>6} {'worker us/req':>13} {'vs off':>7} {'vs events':>9}"
-        f" {'of it background':>16} {'publisher us/req':>16}"
+        f" {'of it background':>16} {'publisher us/req':>16} {'broker us/req':>13}"
     ]
     for m in measured:
         worker_cpu = statistics.fmean(m.worker_cpu)
@@ -248,6 +256,7 @@ def table(measured: list[Measured]) -> str:
             f" {worker_cpu - statistics.fmean(events.worker_cpu):>+9.1f}"
             f" {statistics.fmean(m.background_cpu):>16.1f}"
             f" {statistics.fmean(m.publisher_cpu):>16.1f}"
+            f" {statistics.fmean(m.broker_cpu):>13.1f}"
         )
     return "\n".join(lines)
 
@@ -285,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             "up": broker.bootstrap,
             "down": outage.bootstrap,
         }
+        brokers = {"events": broker, "up": broker, "down": outage}
         measured = []
         for setting in SETTINGS:
             data_dir = root / setting
@@ -300,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             stack.callback(server.kill)
             server.start(env, workers=args.workers)
             server.wait_ready(workers=args.workers)
-            measured.append(Measured(setting, server, data_dir))
+            measured.append(Measured(setting, server, data_dir, brokers.get(setting)))
         for number in range(args.rounds):
             for m in measured:
                 print(f"round {number + 1}/{args.rounds}: kafka {m.setting}", file=sys.stderr)

@@ -66,6 +66,11 @@ class TansuBroker:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pids(self) -> list[int]:
+        """The broker's process while it runs (none otherwise), for its CPU time."""
+        return [self._process.pid] if self.running and self._process else []
+
     def start(self) -> None:
         url = f"tcp://{self.bootstrap}"
         # Tansu also reads LISTENER_URL & co. from the environment: start from a clean one.
