@@ -9,8 +9,9 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
 import MySQLdb
 import sqlalchemy as sa
@@ -163,19 +164,21 @@ class PrivateMariadb:
             return "(no log)"
 
 
-class ScratchMariadb(PrivateMariadb):
-    """A private server in a directory of its own, installed, started, stopped and removed."""
+class InScratchDirectory:
+    """Servers in a directory of their own: brought up on entry, stopped and removed on exit."""
 
-    def __init__(self, options: Sequence[str] = BENCH_SERVER_OPTIONS) -> None:
-        super().__init__(Path(tempfile.mkdtemp(prefix="feedsvc-mariadbd-")), options)
+    base_dir: Path
+    stop: Callable[[], None]  # the server class's own
 
-    def __enter__(self) -> ScratchMariadb:
+    def bring_up(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
         if not mariadb_installed():
             shutil.rmtree(self.base_dir, ignore_errors=True)
             raise RuntimeError(f"{MARIADBD} or {INSTALL_DB} missing; run scripts/ensure-mariadb")
         try:
-            self.install()
-            self.start()
+            self.bring_up()
         except BaseException:
             self.__exit__()
             raise
@@ -184,6 +187,17 @@ class ScratchMariadb(PrivateMariadb):
     def __exit__(self, *_exc: object) -> None:
         self.stop()
         shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+class ScratchMariadb(InScratchDirectory, PrivateMariadb):
+    """A private server in a directory of its own, installed, started, stopped and removed."""
+
+    def __init__(self, options: Sequence[str] = BENCH_SERVER_OPTIONS) -> None:
+        super().__init__(Path(tempfile.mkdtemp(prefix="feedsvc-mariadbd-")), options)
+
+    def bring_up(self) -> None:
+        self.install()
+        self.start()
 
 
 def _user() -> str:
@@ -257,23 +271,11 @@ class ReplicatedMariadb:
             engine.dispose()
 
 
-class ScratchReplicatedMariadb(ReplicatedMariadb):
+class ScratchReplicatedMariadb(InScratchDirectory, ReplicatedMariadb):
     """A primary and a replica in a directory of their own, started, stopped and removed."""
 
     def __init__(self, options: Sequence[str] = BENCH_SERVER_OPTIONS) -> None:
         super().__init__(Path(tempfile.mkdtemp(prefix="feedsvc-replicated-")), options)
 
-    def __enter__(self) -> ScratchReplicatedMariadb:
-        if not mariadb_installed():
-            shutil.rmtree(self.base_dir, ignore_errors=True)
-            raise RuntimeError(f"{MARIADBD} or {INSTALL_DB} missing; run scripts/ensure-mariadb")
-        try:
-            self.start()
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
-        shutil.rmtree(self.base_dir, ignore_errors=True)
+    def bring_up(self) -> None:
+        self.start()

@@ -9,17 +9,7 @@ import pytest
 from feedsvc.api.app import create_app
 from feedsvc.compose.service import build_app
 from feedsvc.service.feed import Feed
-from tests.support.api import assert_error, create_participant
-
-
-@pytest.fixture
-def ada(client):
-    return create_participant(client, "Ada")
-
-
-@pytest.fixture
-def bob(client):
-    return create_participant(client, "Bob")
+from tests.support.api import assert_error
 
 
 @pytest.fixture(params=["participant", "friends", "outbound"])

@@ -5,16 +5,6 @@ import pytest
 from tests.support.api import assert_error, befriend, create_participant
 
 
-@pytest.fixture
-def ada(client):
-    return create_participant(client, "Ada")
-
-
-@pytest.fixture
-def bob(client):
-    return create_participant(client, "Bob")
-
-
 def ref_forms(participant):
     """The two ways a request may name a participant: its link or its bare integer id."""
     return {"link": participant["link"], "id": participant["id"]}

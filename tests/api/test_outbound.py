@@ -25,11 +25,6 @@ def now_to_the_millisecond():
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-@pytest.fixture
-def ada(client):
-    return create_participant(client, "Ada")
-
-
 def test_post_returns_the_stored_story(client, row_counts, ada):
     before = now_to_the_millisecond()
     result = client.simulate_post(

@@ -125,6 +125,18 @@ def create_participant(client: falcon.testing.TestClient, name: str = "Ada") -> 
     return result.json
 
 
+@pytest.fixture
+def ada(client: falcon.testing.TestClient) -> dict[str, Any]:
+    """A participant named Ada, made through the API."""
+    return create_participant(client, "Ada")
+
+
+@pytest.fixture
+def bob(client: falcon.testing.TestClient) -> dict[str, Any]:
+    """A participant named Bob, made through the API."""
+    return create_participant(client, "Bob")
+
+
 def befriend(
     client: falcon.testing.TestClient, participant: dict[str, Any], friend: dict[str, Any]
 ) -> dict[str, Any]:
