@@ -11,7 +11,7 @@ import orjson
 
 from loadtest.generator import LoadPlan, LoadResult, ProgressLine, run_load
 from loadtest.report import summary_table, write_hgrm
-from loadtest.scenarios import MODES, MODES_NEEDING_WORLD, World
+from loadtest.scenarios import MODES, MODES_NEEDING_WORLD
 from loadtest.world import SeedError, seed_world
 
 
@@ -91,19 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.concurrency < 1 or args.duration <= 0 or (args.rate is not None and args.rate <= 0):
         sys.exit("loadtest: concurrency, duration and rate must be positive")
     host, port = args.target
-    plan = LoadPlan(
-        host=host,
-        port=port,
-        mode=args.mode,
-        concurrency=args.concurrency,
-        duration=args.duration,
-        processes=args.processes,
-        search_percent=args.search_percent,
-        seed=args.seed,
-        rate=args.rate,
-        max_connections=args.max_connections,
-        world=World(),
-    )
+    plan = LoadPlan.from_options(args, host, port)
     try:
         plan = prepare_world(plan)
     except (OSError, SeedError) as error:

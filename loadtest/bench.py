@@ -265,16 +265,8 @@ def builds(args: argparse.Namespace) -> list[Build]:
 
 
 def measure(pair: Pair, args: argparse.Namespace, rate: float | None, tag: str) -> LoadResult:
-    plan = LoadPlan(
-        host=pair.server.host,
-        port=pair.server.port,
-        mode=pair.mode,
-        concurrency=args.concurrency,
-        duration=args.duration,
-        processes=args.processes,
-        seed=args.seed,
-        rate=rate,
-        world=pair.world,
+    plan = LoadPlan.from_options(
+        args, pair.server.host, pair.server.port, mode=pair.mode, rate=rate, world=pair.world
     )
     progress = ProgressLine(f"{tag} {pair.name}")
     result = run_load(plan, progress)

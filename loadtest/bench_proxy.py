@@ -109,16 +109,7 @@ def measure(
     proxy: NginxServer,
     args: argparse.Namespace,
 ) -> Round:
-    plan = LoadPlan(
-        host="127.0.0.1",
-        port=port,
-        mode=line.mode,
-        concurrency=args.concurrency,
-        duration=args.duration,
-        processes=args.processes,
-        seed=args.seed,
-        world=world,
-    )
+    plan = LoadPlan.from_options(args, "127.0.0.1", port, mode=line.mode, world=world)
     app_before, proxy_before = tree_cpu_seconds(app.pid), tree_cpu_seconds(proxy.pid)
     progress = ProgressLine(f"round {len(line.rounds) + 1} {line.path}/{line.mode}")
     result = run_load(plan, progress)

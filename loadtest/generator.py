@@ -10,6 +10,7 @@ waits as a late request for the next free one: none is skipped.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import heapq
 import math
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue as ProcessQueue
 from multiprocessing.synchronize import Barrier
+from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
@@ -50,6 +52,13 @@ DRAIN_SECONDS = 5.0  # open loop: requests in flight at the end are awaited this
 US_PER_SECOND = 1_000_000
 
 
+# The LoadPlan fields a command's options may carry under the same names.
+_LOAD_OPTIONS = (
+    "mode", "concurrency", "duration", "processes", "search_percent", "seed", "rate",
+    "max_connections",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class LoadPlan:
     """Everything one run needs; picklable, so each generator process gets a copy."""
@@ -65,6 +74,15 @@ class LoadPlan:
     rate: float | None = None  # open loop: arrivals/s over all processes; None: closed loop
     max_connections: int = 0  # open loop: connections over all processes (0: 4 x concurrency)
     world: World = field(default_factory=World)
+
+    @classmethod
+    def from_options(
+        cls, options: argparse.Namespace, host: str, port: int, **given: Any
+    ) -> LoadPlan:
+        """A plan from a command's parsed options: the load settings it has, defaults for the
+        rest; `given` (the mode of a pair, a rate, a world) wins over both."""
+        settings = {name: getattr(options, name) for name in _LOAD_OPTIONS if name in options}
+        return cls(host=host, port=port, **(settings | given))
 
     @property
     def process_count(self) -> int:

@@ -89,10 +89,7 @@ def draw_plot(
 
 def run_step(server: GunicornServer, world: World, args: argparse.Namespace, rate: float | None,
              label: str) -> LoadResult:  # fmt: skip
-    plan = LoadPlan(
-        server.host, server.port, mode=args.mode, concurrency=args.concurrency,
-        duration=args.duration, processes=args.processes, seed=args.seed, rate=rate, world=world,
-    )  # fmt: skip
+    plan = LoadPlan.from_options(args, server.host, server.port, rate=rate, world=world)
     progress = ProgressLine(label)
     result = run_load(plan, progress)
     progress.finish()

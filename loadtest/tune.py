@@ -127,18 +127,7 @@ def measure_count(
         world = World()
         if args.mode in MODES_NEEDING_WORLD:
             world = seed_world(server.host, server.port, random.Random(args.seed))
-        plan = LoadPlan(
-            host=server.host,
-            port=server.port,
-            mode=args.mode,
-            concurrency=args.concurrency,
-            duration=args.duration,
-            processes=args.processes,
-            search_percent=args.search_percent,
-            seed=args.seed,
-            rate=args.rate,
-            world=world,
-        )
+        plan = LoadPlan.from_options(args, server.host, server.port, world=world)
         result = run_load(plan, progress)
         return server.worker_class, result
 
