@@ -27,15 +27,21 @@ def assert_unavailable(result):
     assert int(result.headers["retry-after"]) >= 1
 
 
-@pytest.mark.parametrize(
-    "stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "crashed"]
-)
-def test_database_down_answers_503_and_the_same_app_recovers(private_mariadb, stop_signal):
-    config = Config.from_env({"FEED_DATABASE_URL": private_mariadb.url})
+def friends_through_the_app(database_url: str) -> tuple[Config, TestClient, dict, dict]:
+    """Ada and Bob, friends, made through the real app on that database."""
+    config = Config.from_env({"FEED_DATABASE_URL": database_url})
     client = TestClient(build_app(config))
     ada = client.simulate_post("/participant", json={"name": "Ada"}).json
     bob = client.simulate_post("/participant", json={"name": "Bob"}).json
     client.simulate_post(f"{ada['link']}/friends", json={"to": bob["link"]})
+    return config, client, ada, bob
+
+
+@pytest.mark.parametrize(
+    "stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "crashed"]
+)
+def test_database_down_answers_503_and_the_same_app_recovers(private_mariadb, stop_signal):
+    config, client, ada, bob = friends_through_the_app(private_mariadb.url)
     client.simulate_post(f"{ada['link']}/outbound", json={"subject": "s", "story": "a story"})
 
     private_mariadb.stop(stop_signal)
@@ -97,11 +103,7 @@ def test_an_exhausted_pool_answers_503_to_writes_instead_of_waiting_and_reads_ne
 
 def test_a_post_that_times_out_on_a_row_lock_is_retried_not_failed(mariadb_url, caplog):
     caplog.set_level(logging.INFO, logger="feedsvc.db.retries")
-    config = Config.from_env({"FEED_DATABASE_URL": mariadb_url})
-    client = TestClient(build_app(config))
-    ada = client.simulate_post("/participant", json={"name": "Ada"}).json
-    bob = client.simulate_post("/participant", json={"name": "Bob"}).json
-    client.simulate_post(f"{ada['link']}/friends", json={"to": bob["link"]})
+    config, client, ada, bob = friends_through_the_app(mariadb_url)
 
     blocker = engines.create_engine(config)
     locked = threading.Event()
@@ -153,11 +155,7 @@ def test_a_frozen_database_answers_503_after_the_timeouts_then_recovers(private_
 
 def test_a_post_chosen_as_deadlock_victim_is_retried_not_failed(mariadb_url, caplog):
     caplog.set_level(logging.INFO, logger="feedsvc.db.retries")
-    config = Config.from_env({"FEED_DATABASE_URL": mariadb_url})
-    client = TestClient(build_app(config))
-    ada = client.simulate_post("/participant", json={"name": "Ada"}).json
-    bob = client.simulate_post("/participant", json={"name": "Bob"}).json
-    client.simulate_post(f"{ada['link']}/friends", json={"to": bob["link"]})
+    config, client, ada, bob = friends_through_the_app(mariadb_url)
     other = engines.create_engine(config)
     outcome = {}
 
