@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import select
+import selectors
 import socket
 import threading
 from collections.abc import Callable
@@ -75,9 +75,12 @@ class CommitCutter:
             return
         server.settimeout(None)
         pending = b""
-        with client, server:
+        # epoll, not select(): a long test run's process may hold descriptors above 1024.
+        with client, server, selectors.DefaultSelector() as watched:
+            watched.register(client, selectors.EVENT_READ)
+            watched.register(server, selectors.EVENT_READ)
             while True:
-                readable, _, _ = select.select([client, server], [], [])
+                readable = {key.fileobj for key, _ in watched.select()}
                 if server in readable:
                     data = server.recv(_CHUNK_BYTES)
                     if not data:
