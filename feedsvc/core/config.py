@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DATA_DIR = "data"
@@ -376,9 +376,7 @@ class _Env:
         except ArgumentError:
             # Not echoed: a malformed URL may still hold a password.
             raise ConfigError(f"{name} is not a database URL (dialect+driver://...)") from None
-        if url.get_backend_name() != "sqlite" and (
-            url.get_backend_name() not in ("mysql", "mariadb") or url.get_driver_name() != "mysqldb"
-        ):
+        if url.get_backend_name() != "sqlite" and not _is_mysqldb(url):
             raise ConfigError(f"{name} must be sqlite:///PATH or mysql+mysqldb://USER@HOST/DB")
         if has_password and url.password is not None:
             raise ConfigError(
@@ -396,9 +394,7 @@ class _Env:
                 parsed = make_url(url)
             except ArgumentError:
                 raise ConfigError(f"{name}: URL {position} is not a database URL") from None
-            if parsed.get_backend_name() not in ("mysql", "mariadb") or (
-                parsed.get_driver_name() != "mysqldb"
-            ):
+            if not _is_mysqldb(parsed):
                 raise ConfigError(f"{name}: URL {position} must be mysql+mysqldb://USER@HOST/DB")
             if has_password and parsed.password is not None:
                 raise ConfigError(
@@ -451,3 +447,8 @@ class _Env:
         if raw in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _is_mysqldb(url: URL) -> bool:
+    """MySQL or MariaDB through mysqlclient, the one MySQL driver the service is built on."""
+    return url.get_backend_name() in ("mysql", "mariadb") and url.get_driver_name() == "mysqldb"
