@@ -5,8 +5,9 @@ master (feedsvc.adapters.kafka.perf_supervisor) with the channel's receiving end
 HELD records were held by predecessors that died, and are counted here as dropped (the master
 counts none). One thread takes what the channel holds in one go, formats each record and hands it
 to kafka-python, whose own thread batches and sends them; the kernel's socket buffer is the only
-queue. Stops on TERM or INT (stop reading, flush for at most PUBLISHER_FLUSH_SECONDS) and when
-the channel ends (the master and all workers are gone).
+queue. The same thread counts what Kafka acknowledged, a read at a time, not a callback per record.
+Stops on TERM or INT (stop reading, flush for at most PUBLISHER_FLUSH_SECONDS) and when the
+channel ends (the master and all workers are gone).
 """
 
 import logging
@@ -17,12 +18,13 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from types import FrameType
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
-from prometheus_client import Counter
+from kafka.producer.future import FutureRecordMetadata
 
 from feedsvc.adapters.kafka.perf_channel import PUBLISHER_FLUSH_SECONDS, RECORD, ROUTES
 from feedsvc.adapters.kafka.perf_metrics import DROPPED, PUBLISHED, QUEUED
@@ -74,9 +76,10 @@ class PerfPublisher:
         self._bootstrap = tuple(bootstrap)
         self._topic = topic
         self._stopping = threading.Event()
-        self._lock = threading.Lock()
+        # What each read handed to the producer, oldest first, until Kafka settled all of it.
+        self._sent: deque[list[FutureRecordMetadata]] = deque()
         self._unacknowledged = 0
-        self._finished = False
+        self._next_partition = 0
         self._host = socket.gethostname().encode()
         self._headers: dict[int, list[tuple[str, bytes]]] = {}
         self._dropped_backlog = DROPPED.labels("backlog")
@@ -96,6 +99,7 @@ class PerfPublisher:
             self._await_metadata(producer)
             ended = False
             while not (ended or self._stopping.is_set()):
+                self._count_settled()
                 if not select.select([self._receiver], [], [], POLL_SECONDS)[0]:
                     continue
                 time.sleep(GATHER_SECONDS)
@@ -106,12 +110,13 @@ class PerfPublisher:
                 log.warning("perf records not all acknowledged before stopping: %s", error)
         finally:
             close_quietly(producer, timeout=0)
-            # Unacknowledged: dropped, and no late callback counts them again.
-            with self._lock:
-                left, self._unacknowledged, self._finished = self._unacknowledged, 0, True
-            if left:
-                self._dropped_exit.inc(left)
-                QUEUED.dec(left)
+            self._count_settled()
+            # Unacknowledged: dropped.
+            if self._unacknowledged:
+                self._dropped_exit.inc(self._unacknowledged)
+                QUEUED.dec(self._unacknowledged)
+                self._unacknowledged = 0
+            self._sent.clear()
 
     def _await_metadata(self, producer: KafkaProducer) -> None:
         """Let records wait in the channel until the topic is known, bounded, so none fails."""
@@ -131,8 +136,8 @@ class PerfPublisher:
         """Publish all the channel holds now; True once it ended."""
         while True:
             datagrams, ended = self._read_available()
-            for datagram in datagrams:
-                self._publish(producer, datagram)
+            if datagrams:
+                self._publish(producer, datagrams)
             if ended or len(datagrams) < READ_BATCH:
                 return ended
 
@@ -150,31 +155,54 @@ class PerfPublisher:
                 ended = True
                 break
             datagrams.append(datagram)
-        if datagrams:
-            # Held from here: a publisher killed now loses them, and the master counts them.
-            with self._lock:
-                self._unacknowledged += len(datagrams)
-            QUEUED.inc(len(datagrams))
         return datagrams, ended
 
-    def _publish(self, producer: KafkaProducer, datagram: bytes) -> None:
-        with self._lock:
-            over = self._unacknowledged > MAX_UNACKNOWLEDGED
-        if over:
-            self._settle(self._dropped_backlog)
-            return
-        pid, started, duration, route = RECORD.unpack(datagram)
+    def _publish(self, producer: KafkaProducer, datagrams: list[bytes]) -> None:
+        """Hand one read's records to the producer, all to one partition, or count them dropped."""
+        # Held from here: a publisher killed now loses them, and the master counts them.
+        QUEUED.inc(len(datagrams))
+        room = max(0, MAX_UNACKNOWLEDGED - self._unacknowledged)
+        if len(datagrams) > room:
+            self._dropped_backlog.inc(len(datagrams) - room)
+            QUEUED.dec(len(datagrams) - room)
+            datagrams = datagrams[:room]
         try:
-            future = producer.send(
-                self._topic, value=perf_line(started, *ROUTES[route], duration),
-                headers=self._headers_of(pid),
-            )  # fmt: skip
+            partition = self._sticky_partition(producer)
         except KafkaError as error:
-            self._settle(self._dropped_failed)
-            log.debug("perf record not sent: %s", error)
+            self._dropped_failed.inc(len(datagrams))
+            QUEUED.dec(len(datagrams))
+            log.debug("perf records not sent: %s", error)
             return
-        future.add_callback(self._acknowledged)
-        future.add_errback(self._failed)
+        send, topic, unpack, headers_of = (
+            producer.send,
+            self._topic,
+            RECORD.unpack,
+            self._headers_of,
+        )
+        futures: list[FutureRecordMetadata] = []
+        for datagram in datagrams:
+            pid, started, duration, route = unpack(datagram)
+            try:
+                futures.append(
+                    send(
+                        topic, value=perf_line(started, *ROUTES[route], duration),
+                        headers=headers_of(pid), partition=partition,
+                    )
+                )  # fmt: skip
+            except KafkaError as error:
+                self._dropped_failed.inc()
+                QUEUED.dec()
+                log.debug("perf record not sent: %s", error)
+        if futures:
+            self._sent.append(futures)
+            self._unacknowledged += len(futures)
+
+    def _sticky_partition(self, producer: KafkaProducer) -> int:
+        """The partition for this read: the next in turn, so keyless records fill few batches
+        (Kafka's sticky partitioning) and the producer picks none per record."""
+        partitions = sorted(producer.partitions_for(self._topic))
+        self._next_partition = (self._next_partition + 1) % len(partitions)
+        return partitions[self._next_partition]
 
     def _headers_of(self, pid: int) -> list[tuple[str, bytes]]:
         """Which worker served the request, as record headers: the value keeps its format."""
@@ -183,21 +211,21 @@ class PerfPublisher:
             headers = self._headers[pid] = [("host", self._host), ("pid", str(pid).encode())]
         return headers
 
-    def _settle(self, outcome: Counter) -> None:
-        """A held record is done with: published or dropped, it leaves the queued gauge."""
-        with self._lock:
-            if self._finished:
-                return
-            self._unacknowledged -= 1
-        QUEUED.dec()
-        outcome.inc()
+    def _count_settled(self) -> None:
+        """Count the reads Kafka has settled in full, oldest first: published or dropped."""
+        while self._sent and all(future.is_done for future in self._sent[0]):
+            futures = self._sent.popleft()
+            failed = sum(1 for future in futures if future.failed())
+            if failed:
+                self._dropped_failed.inc(failed)
+                log.debug("%d perf records not delivered: %s", failed, _first_error(futures))
+            PUBLISHED.inc(len(futures) - failed)
+            QUEUED.dec(len(futures))
+            self._unacknowledged -= len(futures)
 
-    def _acknowledged(self, _metadata: object) -> None:
-        self._settle(PUBLISHED)
 
-    def _failed(self, error: Exception) -> None:
-        self._settle(self._dropped_failed)
-        log.debug("perf record not delivered: %s", error)
+def _first_error(futures: list[FutureRecordMetadata]) -> BaseException | None:
+    return next((future.exception for future in futures if future.failed()), None)
 
 
 def main(argv: Sequence[str] = sys.argv[1:]) -> int:
