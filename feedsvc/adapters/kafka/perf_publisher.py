@@ -25,6 +25,7 @@ from types import FrameType
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.producer.future import FutureRecordMetadata
+from prometheus_client import Counter
 
 from feedsvc.adapters.kafka.perf_channel import PUBLISHER_FLUSH_SECONDS, RECORD, ROUTES
 from feedsvc.adapters.kafka.perf_metrics import DROPPED, PUBLISHED, QUEUED
@@ -49,14 +50,15 @@ POLL_SECONDS = 0.2
 GATHER_SECONDS = 0.02
 # At start, records wait in the channel this long at most for the topic's metadata.
 METADATA_WAIT_SECONDS = 5.0
+# Batch for up to 200 ms, in batches big enough not to close early (about 70 bytes a record):
+# thousands of tiny records per second become a few produce requests, each of which costs
+# kafka-python's network thread far more CPU than a record (README: Kafka).
+LINGER_SECONDS = 0.2
 PRODUCER_SETTINGS = {
     # Perf records are statistics: one acknowledgement is enough, no idempotence bookkeeping.
     "acks": 1,
     "enable_idempotence": False,
-    # Batch for up to 200 ms, in batches big enough not to close early (about 70 bytes a
-    # record): thousands of tiny records per second become a few produce requests, each of
-    # which costs kafka-python's network thread far more CPU than a record (README: Kafka).
-    "linger_ms": 200,
+    "linger_ms": int(LINGER_SECONDS * 1000),
     "batch_size": 256 * 1024,
     # send() never waits for metadata: without it (broker down since start) a record fails at
     # once and is counted, instead of holding up the channel for seconds per record.
@@ -76,10 +78,9 @@ class PerfPublisher:
         self._bootstrap = tuple(bootstrap)
         self._topic = topic
         self._stopping = threading.Event()
-        # What each read handed to the producer, oldest first, until Kafka settled all of it.
-        self._sent: deque[list[FutureRecordMetadata]] = deque()
-        self._unacknowledged = 0
-        self._next_partition = 0
+        self._unacknowledged = Unacknowledged()
+        self._partition_turn = 0
+        self._partition_until = 0.0
         self._host = socket.gethostname().encode()
         self._headers: dict[int, list[tuple[str, bytes]]] = {}
         self._dropped_backlog = DROPPED.labels("backlog")
@@ -99,7 +100,7 @@ class PerfPublisher:
             self._await_metadata(producer)
             ended = False
             while not (ended or self._stopping.is_set()):
-                self._count_settled()
+                self._unacknowledged.count_settled()
                 if not select.select([self._receiver], [], [], POLL_SECONDS)[0]:
                     continue
                 time.sleep(GATHER_SECONDS)
@@ -110,13 +111,8 @@ class PerfPublisher:
                 log.warning("perf records not all acknowledged before stopping: %s", error)
         finally:
             close_quietly(producer, timeout=0)
-            self._count_settled()
-            # Unacknowledged: dropped.
-            if self._unacknowledged:
-                self._dropped_exit.inc(self._unacknowledged)
-                QUEUED.dec(self._unacknowledged)
-                self._unacknowledged = 0
-            self._sent.clear()
+            self._unacknowledged.count_settled()
+            self._unacknowledged.abandon(self._dropped_exit)
 
     def _await_metadata(self, producer: KafkaProducer) -> None:
         """Let records wait in the channel until the topic is known, bounded, so none fails."""
@@ -161,7 +157,7 @@ class PerfPublisher:
         """Hand one read's records to the producer, all to one partition, or count them dropped."""
         # Held from here: a publisher killed now loses them, and the master counts them.
         QUEUED.inc(len(datagrams))
-        room = max(0, MAX_UNACKNOWLEDGED - self._unacknowledged)
+        room = max(0, MAX_UNACKNOWLEDGED - self._unacknowledged.count)
         if len(datagrams) > room:
             self._dropped_backlog.inc(len(datagrams) - room)
             QUEUED.dec(len(datagrams) - room)
@@ -193,16 +189,18 @@ class PerfPublisher:
                 self._dropped_failed.inc()
                 QUEUED.dec()
                 log.debug("perf record not sent: %s", error)
-        if futures:
-            self._sent.append(futures)
-            self._unacknowledged += len(futures)
+        self._unacknowledged.add(futures)
 
     def _sticky_partition(self, producer: KafkaProducer) -> int:
-        """The partition for this read: the next in turn, so keyless records fill few batches
-        (Kafka's sticky partitioning) and the producer picks none per record."""
+        """The partition for this read: the same for a whole linger period, then the next in
+        turn (Kafka's sticky partitioning of keyless records), so one batch is open at a time
+        and the producer picks no partition per record."""
+        now = time.monotonic()
+        if now >= self._partition_until:
+            self._partition_until = now + LINGER_SECONDS
+            self._partition_turn += 1
         partitions = sorted(producer.partitions_for(self._topic))
-        self._next_partition = (self._next_partition + 1) % len(partitions)
-        return partitions[self._next_partition]
+        return partitions[self._partition_turn % len(partitions)]
 
     def _headers_of(self, pid: int) -> list[tuple[str, bytes]]:
         """Which worker served the request, as record headers: the value keeps its format."""
@@ -211,21 +209,40 @@ class PerfPublisher:
             headers = self._headers[pid] = [("host", self._host), ("pid", str(pid).encode())]
         return headers
 
-    def _count_settled(self) -> None:
+
+class Unacknowledged:
+    """The records handed to the producer, a read at a time, until Kafka settled each read: the
+    publisher's thread counts them, instead of a callback per record on kafka-python's thread."""
+
+    def __init__(self) -> None:
+        self._reads: deque[list[FutureRecordMetadata]] = deque()
+        self.count = 0
+        self._dropped_failed = DROPPED.labels("send_failed")
+
+    def add(self, futures: list[FutureRecordMetadata]) -> None:
+        if futures:
+            self._reads.append(futures)
+            self.count += len(futures)
+
+    def count_settled(self) -> None:
         """Count the reads Kafka has settled in full, oldest first: published or dropped."""
-        while self._sent and all(future.is_done for future in self._sent[0]):
-            futures = self._sent.popleft()
-            failed = sum(1 for future in futures if future.failed())
+        while self._reads and all(future.is_done for future in self._reads[0]):
+            futures = self._reads.popleft()
+            failed = [future.exception for future in futures if future.failed()]
             if failed:
-                self._dropped_failed.inc(failed)
-                log.debug("%d perf records not delivered: %s", failed, _first_error(futures))
-            PUBLISHED.inc(len(futures) - failed)
+                self._dropped_failed.inc(len(failed))
+                log.debug("%d perf records not delivered: %s", len(failed), failed[0])
+            PUBLISHED.inc(len(futures) - len(failed))
             QUEUED.dec(len(futures))
-            self._unacknowledged -= len(futures)
+            self.count -= len(futures)
 
-
-def _first_error(futures: list[FutureRecordMetadata]) -> BaseException | None:
-    return next((future.exception for future in futures if future.failed()), None)
+    def abandon(self, dropped: Counter) -> None:
+        """Count what is still unsettled as dropped (the publisher stops), and forget it."""
+        if self.count:
+            dropped.inc(self.count)
+            QUEUED.dec(self.count)
+        self._reads.clear()
+        self.count = 0
 
 
 def main(argv: Sequence[str] = sys.argv[1:]) -> int:

@@ -14,11 +14,20 @@ log = logging.getLogger(__name__)
 # clamps down to an older broker, so this is a ceiling, not a promise about the cluster.
 API_VERSION = (3, 9)
 CLOSE_TIMEOUT_SECONDS = 2.0
+# kafka-python backs off reconnecting to a broker that is down up to 30 s by default, so after an
+# outage records waited (perf records expired) that long for a broker already back; one attempt a
+# second per producer costs a down broker nothing.
+RECONNECT_BACKOFF_MAX_MS = 1000
 
 
 def create_producer(bootstrap: Sequence[str], **settings: Any) -> KafkaProducer:
     """A producer for this worker; build it after fork, its network thread does not survive one."""
-    return KafkaProducer(bootstrap_servers=list(bootstrap), api_version=API_VERSION, **settings)
+    return KafkaProducer(
+        bootstrap_servers=list(bootstrap),
+        api_version=API_VERSION,
+        reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+        **settings,
+    )
 
 
 def close_quietly(producer: KafkaProducer, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
