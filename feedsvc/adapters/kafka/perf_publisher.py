@@ -194,7 +194,9 @@ class PerfPublisher:
     def _sticky_partition(self, producer: KafkaProducer) -> int:
         """The partition for this read: the same for a whole linger period, then the next in
         turn (Kafka's sticky partitioning of keyless records), so one batch is open at a time
-        and the producer picks no partition per record."""
+        and the producer picks no partition per record. Unlike kafka-python's own pick, it does
+        not skip a partition without a leader: such a period's records wait for an election (up
+        to delivery_timeout_ms, then they are dropped and counted)."""
         now = time.monotonic()
         if now >= self._partition_until:
             self._partition_until = now + LINGER_SECONDS
