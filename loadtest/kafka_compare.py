@@ -13,7 +13,8 @@ Kafka off. The workers' background threads (the outbox relays and kafka-python's
 /proc/PID/task) are shown apart from the threads serving requests, and so is the broker's CPU (here
 it shares the cores with the service). Then the broker of the last
 comes up at that address, and the events its outbox collected meanwhile are timed until the outbox
-is empty: the drain rate after an outage.
+is empty: the drain rate after an outage. Last, a perf publisher alone, fed a channel of its own at
+a steady rate with no server around it: its CPU per record with the broker up and down.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from feedsvc.adapters.kafka.events import SINK_NAME
-from feedsvc.adapters.kafka.perf_channel import PerfChannel
+from feedsvc.adapters.kafka.perf_channel import RECORD, PerfChannel
 from feedsvc.adapters.kafka.perf_sink import ChannelSink
+from feedsvc.adapters.kafka.perf_supervisor import PUBLISHER_MODULE
 from feedsvc.api.request_timing import RequestTiming
 from feedsvc.compose.schema import init_db
 from feedsvc.compose.service import build_service
@@ -130,8 +132,13 @@ def _stat_cpu_seconds(stat: Path) -> float:
 
 
 def cpu_ns(pids: list[int]) -> int:
-    """CPU time the processes have run so far, in nanoseconds (/proc/PID/schedstat, field 1)."""
-    return sum(int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) for pid in pids)
+    """CPU time the processes' threads have run so far, in nanoseconds: field 1 of each thread's
+    schedstat (/proc/PID/schedstat alone is the main thread's; exited threads are not counted)."""
+    return sum(
+        int((task / "schedstat").read_text().split()[0])
+        for pid in pids
+        for task in Path(f"/proc/{pid}/task").iterdir()
+    )
 
 
 def paired_worker_cost(
@@ -221,6 +228,51 @@ def in_process_cost(data_dir: Path, rounds: int = 40, calls: int = 400) -> str:
     return (
         f"in process, GET /participant/1: {off:.1f} us CPU per request without the perf"
         f" middleware, {on:.1f} us with it: {on - off:+.1f} us"
+    )
+
+
+def publisher_alone(
+    bootstrap: str, topic: str, setting: str, rate: int = 2000, seconds: float = 5.0
+) -> str:
+    """A perf publisher process fed `rate` records a second on a channel of its own, nothing else
+    around it: its CPU per record, start-up left out (what a server's rounds cannot separate from
+    the workers it shares the cores with)."""
+    channel = PerfChannel()
+    receiver = channel.receiver.fileno()
+    with tempfile.TemporaryDirectory(prefix="feedsvc-publisher-") as data_dir:
+        env = os.environ | {
+            "FEED_DATA_DIR": data_dir,
+            "FEED_KAFKA_BOOTSTRAP": bootstrap,
+            "FEED_KAFKA_PERF_TOPIC": topic,
+        }
+        publisher = subprocess.Popen(
+            [sys.executable, "-m", PUBLISHER_MODULE, str(receiver), "0"],
+            pass_fds=(receiver,),
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(2.0)  # connected, and the topic's metadata known (or given up on)
+            before = cpu_ns([publisher.pid])
+            started, sent, dropped = time.monotonic(), 0, 0
+            while (elapsed := time.monotonic() - started) < seconds:
+                while sent < int(elapsed * rate):
+                    try:
+                        channel.sender.send(RECORD.pack(publisher.pid, time.time(), 0.001, 0))
+                    except BlockingIOError:
+                        dropped += 1
+                    sent += 1
+                time.sleep(0.001)
+            time.sleep(1.0)  # what it read last is handed to kafka-python
+            spent_ns = cpu_ns([publisher.pid]) - before
+        finally:
+            publisher.terminate()
+            publisher.wait()
+            channel.sender.close()
+            channel.receiver.close()
+    return (
+        f"perf publisher alone, broker {setting}, {rate} records/s for {seconds:.0f} s:"
+        f" {spent_ns / sent / 1000:.1f} us CPU per record ({dropped} found the channel full)"
     )
 
 
@@ -322,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         print(paired_worker_cost(by_setting["events"], by_setting["up"]))
         print(paired_worker_cost(by_setting["off"], by_setting["up"]))
         print(in_process_cost(root / "in-process"))
+        print(publisher_alone(broker.bootstrap, perf_topic, "up"))
+        print(publisher_alone(f"127.0.0.1:{free_port()}", perf_topic, "down"))
     return 0
 
 
