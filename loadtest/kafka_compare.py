@@ -131,9 +131,12 @@ def _stat_cpu_seconds(stat: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def cpu_ns(pids: list[int]) -> int:
-    """CPU time the processes' threads have run so far, in nanoseconds: field 1 of each thread's
-    schedstat (/proc/PID/schedstat alone is the main thread's; exited threads are not counted)."""
+def cpu_ns(pids: list[int], threads: str = "all") -> int:
+    """CPU time the processes have run so far, in nanoseconds (field 1 of schedstat): of all
+    their live threads (exited ones are not counted), or of their main threads alone ("main":
+    /proc/PID/schedstat is the main thread's), which serve the requests."""
+    if threads == "main":
+        return sum(int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) for pid in pids)
     return sum(
         int((task / "schedstat").read_text().split()[0])
         for pid in pids
@@ -146,26 +149,33 @@ def paired_worker_cost(
 ) -> str:
     """Worker CPU per request through real gunicorn workers, paired so that load from elsewhere
     hits both alike: the same serial stream of GET /participant/1 on one keep-alive connection
-    to each server in turn, the CPU time of all its workers around each batch."""
-    spent: dict[str, list[float]] = {baseline.setting: [], measured.setting: []}
+    to each server in turn, the CPU time of its workers around each batch: of the threads that
+    serve requests, and of all their threads (the relays' and kafka-python's too: noisier)."""
+    spent: dict[tuple[str, str], list[float]] = {
+        (m.setting, threads): [] for m in (baseline, measured) for threads in ("main", "all")
+    }
     for _ in range(pairs):
         for m in (baseline, measured):
             connection = http.client.HTTPConnection("127.0.0.1", m.server.port, timeout=30)
             workers = m.server.worker_pids()
-            before = cpu_ns(workers)
+            before = {threads: cpu_ns(workers, threads) for threads in ("main", "all")}
             for _ in range(calls):
                 connection.request("GET", "/participant/1")
                 connection.getresponse().read()
-            spent[m.setting].append((cpu_ns(workers) - before) / calls / 1000)
+            for threads, ns in before.items():
+                spent[m.setting, threads].append((cpu_ns(workers, threads) - ns) / calls / 1000)
             connection.close()
-    base, other = spent[baseline.setting], spent[measured.setting]
-    added = statistics.median(b - a for a, b in zip(base, other, strict=True))
-    return (
-        f"paired, GET /participant/1 through gunicorn ({pairs} x {calls} requests each):"
-        f" worker CPU per request, median of batches: kafka {baseline.setting}"
-        f" {statistics.median(base):.1f} us, kafka {measured.setting}"
-        f" {statistics.median(other):.1f} us; median paired difference {added:+.1f} us"
-    )
+    lines = []
+    for threads, label in (("main", "serving threads"), ("all", "all threads")):
+        base, other = spent[baseline.setting, threads], spent[measured.setting, threads]
+        added = statistics.median(b - a for a, b in zip(base, other, strict=True))
+        lines.append(
+            f"paired, GET /participant/1 through gunicorn ({pairs} x {calls} requests each):"
+            f" worker CPU per request ({label}), median of batches: kafka {baseline.setting}"
+            f" {statistics.median(base):.1f} us, kafka {measured.setting}"
+            f" {statistics.median(other):.1f} us; median paired difference {added:+.1f} us"
+        )
+    return "\n".join(lines)
 
 
 def metric_totals(server: GunicornServer) -> dict[str, float]:
