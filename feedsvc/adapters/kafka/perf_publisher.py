@@ -169,20 +169,14 @@ class PerfPublisher:
             QUEUED.dec(len(datagrams))
             log.debug("perf records not sent: %s", error)
             return
-        send, topic, unpack, headers_of = (
-            producer.send,
-            self._topic,
-            RECORD.unpack,
-            self._headers_of,
-        )
         futures: list[FutureRecordMetadata] = []
         for datagram in datagrams:
-            pid, started, duration, route = unpack(datagram)
+            pid, started, duration, route = RECORD.unpack(datagram)
             try:
                 futures.append(
-                    send(
-                        topic, value=perf_line(started, *ROUTES[route], duration),
-                        headers=headers_of(pid), partition=partition,
+                    producer.send(
+                        self._topic, value=perf_line(started, *ROUTES[route], duration),
+                        headers=self._headers_of(pid), partition=partition,
                     )
                 )  # fmt: skip
             except KafkaError as error:

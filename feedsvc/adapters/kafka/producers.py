@@ -14,9 +14,9 @@ log = logging.getLogger(__name__)
 # clamps down to an older broker, so this is a ceiling, not a promise about the cluster.
 API_VERSION = (3, 9)
 CLOSE_TIMEOUT_SECONDS = 2.0
-# kafka-python backs off reconnecting to a broker that is down up to 30 s by default, so after an
-# outage records waited (perf records expired) that long for a broker already back; one attempt a
-# second per producer costs a down broker nothing.
+# kafka-python backs off reconnecting to a broker that is down up to 30 s by default: after an
+# outage a producer could miss the broker's return that long while perf records expired. One
+# attempt a second per producer costs a down broker nothing.
 RECONNECT_BACKOFF_MAX_MS = 1000
 
 
