@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import select
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +28,14 @@ from tests.support.worker_app import WORKER_PID_HEADER
 # The real service plus test-only extras (worker pid header, slow route): support/worker_app.py.
 WORKER_APP = "tests.support.worker_app:get_app()"
 Server = TypeVar("Server", bound=GunicornServer)
+
+
+def readable_now(sock: socket.socket) -> bool:
+    """Whether the socket has something to read (or its peer closed it), without waiting; poll(),
+    not select(): late in a full run this process holds descriptors above select()'s 1024."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def open_files(pid: int) -> list[str]:
@@ -84,7 +93,7 @@ class ClientLoop:
         connection = http.client.HTTPConnection("127.0.0.1", self._port, timeout=60)
         while not self._stopping.is_set():
             reusing = self._reuse_connections and connection.sock is not None
-            if reusing and select.select([connection.sock], [], [], 0)[0]:
+            if reusing and readable_now(connection.sock):
                 # Readable while idle: the server closed it. A new connection, nothing resent.
                 connection.close()
                 reusing = False

@@ -94,14 +94,16 @@ class PerfPublisher:
     def run(self) -> None:
         """Publish until stopped or the channel ends; what Kafka did not acknowledge is counted."""
         producer = create_producer(self._bootstrap, **PRODUCER_SETTINGS)
-        # Shared with the master's copy and a successor's: every reader waits in select().
+        # Shared with the master's copy and a successor's: every reader waits in poll().
         self._receiver.setblocking(False)
+        arrivals = select.poll()
+        arrivals.register(self._receiver, select.POLLIN)
         try:
             self._await_metadata(producer)
             ended = False
             while not (ended or self._stopping.is_set()):
                 self._unacknowledged.count_settled()
-                if not select.select([self._receiver], [], [], POLL_SECONDS)[0]:
+                if not arrivals.poll(POLL_SECONDS * 1000):
                     continue
                 time.sleep(GATHER_SECONDS)
                 ended = self._drain(producer)
