@@ -1,6 +1,8 @@
 """Shared pytest wiring: each backing service's fixtures live in tests/support/<service>.py, and
 each test directory is a marker, so groups run alone (`-m "not process and not deploy"`)."""
 
+import os
+import resource
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,22 @@ pytest_plugins: list[str] = [
 ]
 
 TESTS_DIR = Path(__file__).parent
+# Descriptors held open for the whole run, so that every socket and file a test opens is numbered
+# above 1024, which select() cannot watch (ValueError). Late in a full run this process held that
+# many anyway, but only when the garbage collector had not yet freed dropped services: code that
+# select()ed failed in some runs. Now it fails in every run.
+HELD_DESCRIPTORS = 1100
+_held: list[int] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = HELD_DESCRIPTORS + 4096
+    if soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            return  # a low hard limit: the run goes on with the descriptors it has
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    _held.extend(os.open(os.devnull, os.O_RDONLY) for _ in range(HELD_DESCRIPTORS))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
